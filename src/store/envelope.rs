@@ -1,0 +1,316 @@
+//! The envelope: everything about an event that is not its body travels as a header.
+
+use super::codec::Codec;
+use async_nats::HeaderMap;
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use std::collections::BTreeMap;
+use uuid::Uuid;
+
+/// Header names of the wire contract (DESIGN "Events").
+pub mod headers {
+    /// PascalCase event type, e.g. `PersonRegistered`.
+    pub const EVENT_TYPE: &str = "Jetsource-Event-Type";
+    /// UUIDv7 of the event; also sent as `Nats-Msg-Id` for server-side deduplication.
+    pub const EVENT_ID: &str = "Jetsource-Event-Id";
+    /// Schema version of the event body, an integer.
+    pub const SCHEMA: &str = "Jetsource-Schema";
+    /// Aggregate version after this event, contiguous from 1.
+    pub const VERSION: &str = "Jetsource-Version";
+    /// When the event happened, RFC 3339.
+    pub const OCCURRED_AT: &str = "Jetsource-Occurred-At";
+    /// The conversation this event belongs to.
+    pub const CORRELATION_ID: &str = "Jetsource-Correlation-Id";
+    /// What directly caused this event (a command or event id).
+    pub const CAUSATION_ID: &str = "Jetsource-Causation-Id";
+    /// Who acted.
+    pub const ACTOR: &str = "Jetsource-Actor";
+    /// Whose data this is.
+    pub const TENANT: &str = "Jetsource-Tenant";
+    /// The idempotency key of the command that produced the event.
+    pub const COMMAND_ID: &str = "Jetsource-Command-Id";
+    /// Prefix of user-defined metadata headers: `Jetsource-Meta-<key>`.
+    pub const META_PREFIX: &str = "Jetsource-Meta-";
+    /// The body's MIME type.
+    pub const CONTENT_TYPE: &str = "Content-Type";
+    /// Server-side deduplication key (NATS).
+    pub const NATS_MSG_ID: &str = "Nats-Msg-Id";
+    /// Optimistic concurrency on one subject (NATS).
+    pub const NATS_EXPECTED_LAST_SUBJECT_SEQ: &str = "Nats-Expected-Last-Subject-Sequence";
+    /// ADR-50 batch id (NATS).
+    pub const NATS_BATCH_ID: &str = "Nats-Batch-Id";
+    /// ADR-50 position in the batch, from 1 (NATS).
+    pub const NATS_BATCH_SEQUENCE: &str = "Nats-Batch-Sequence";
+    /// ADR-50 commit marker on the last message (NATS).
+    pub const NATS_BATCH_COMMIT: &str = "Nats-Batch-Commit";
+}
+
+/// Who, why and for whom: copied onto every event a command produces.
+///
+/// ```
+/// let meta = jetsource::Metadata::default()
+///     .with_correlation_id("order-flow-1")
+///     .with_actor("alice")
+///     .with_custom("source", "web");
+/// assert_eq!(meta.custom["source"], "web");
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Metadata {
+    /// The conversation this belongs to.
+    pub correlation_id: Option<String>,
+    /// What directly caused it.
+    pub causation_id: Option<String>,
+    /// Who acted.
+    pub actor: Option<String>,
+    /// Whose data this is.
+    pub tenant: Option<String>,
+    /// The idempotency key of the command.
+    pub command_id: Option<String>,
+    /// Free-form metadata, stored as `Jetsource-Meta-<key>` headers. Keys are header
+    /// tokens (letters, digits, `-`, `_`); values are single-line text.
+    pub custom: BTreeMap<String, String>,
+}
+
+impl Metadata {
+    /// Sets the correlation id.
+    pub fn with_correlation_id(mut self, v: impl Into<String>) -> Self {
+        self.correlation_id = Some(v.into());
+        self
+    }
+    /// Sets the causation id.
+    pub fn with_causation_id(mut self, v: impl Into<String>) -> Self {
+        self.causation_id = Some(v.into());
+        self
+    }
+    /// Sets the actor.
+    pub fn with_actor(mut self, v: impl Into<String>) -> Self {
+        self.actor = Some(v.into());
+        self
+    }
+    /// Sets the tenant.
+    pub fn with_tenant(mut self, v: impl Into<String>) -> Self {
+        self.tenant = Some(v.into());
+        self
+    }
+    /// Sets the command id.
+    pub fn with_command_id(mut self, v: impl Into<String>) -> Self {
+        self.command_id = Some(v.into());
+        self
+    }
+    /// Adds one custom entry.
+    pub fn with_custom(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.custom.insert(key.into(), value.into());
+        self
+    }
+
+    fn write(&self, h: &mut HeaderMap) {
+        let pairs = [
+            (headers::CORRELATION_ID, &self.correlation_id),
+            (headers::CAUSATION_ID, &self.causation_id),
+            (headers::ACTOR, &self.actor),
+            (headers::TENANT, &self.tenant),
+            (headers::COMMAND_ID, &self.command_id),
+        ];
+        for (name, value) in pairs {
+            if let Some(v) = value {
+                h.insert(name, v.as_str());
+            }
+        }
+        for (k, v) in &self.custom {
+            h.insert(format!("{}{k}", headers::META_PREFIX).as_str(), v.as_str());
+        }
+    }
+
+    fn read(h: &HeaderMap) -> Metadata {
+        let get = |name: &str| h.get(name).map(|v| v.as_str().to_string());
+        let mut custom = BTreeMap::new();
+        for (name, values) in h.iter() {
+            let name: &str = name.as_ref();
+            if let Some(key) = strip_prefix_ignore_case(name, headers::META_PREFIX) {
+                if let Some(v) = values.first() {
+                    custom.insert(key.to_string(), v.as_str().to_string());
+                }
+            }
+        }
+        Metadata {
+            correlation_id: get(headers::CORRELATION_ID),
+            causation_id: get(headers::CAUSATION_ID),
+            actor: get(headers::ACTOR),
+            tenant: get(headers::TENANT),
+            command_id: get(headers::COMMAND_ID),
+            custom,
+        }
+    }
+}
+
+fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
+    (s.len() > prefix.len() && s[..prefix.len()].eq_ignore_ascii_case(prefix))
+        .then(|| &s[prefix.len()..])
+}
+
+/// An event ready to append: its type, encoded body and envelope, but not yet its
+/// aggregate version (the store stamps that, contiguously, when it appends).
+///
+/// ```
+/// use jetsource::{NewEvent, Metadata, store::Codec};
+/// let e = NewEvent::encode("PersonRegistered", 1, &serde_json::json!({"name": "Ada"}), Codec::Json, Metadata::default()).unwrap();
+/// assert_eq!(e.event_type, "PersonRegistered");
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEvent {
+    /// UUIDv7, unique per event; a retry with the same id is stored once.
+    pub event_id: Uuid,
+    /// PascalCase type name.
+    pub event_type: String,
+    /// Schema version of the body.
+    pub schema: u32,
+    /// When it happened (from the command or the edge, never read inside the domain).
+    pub occurred_at: DateTime<Utc>,
+    /// How `payload` is encoded.
+    pub codec: Codec,
+    /// The encoded body.
+    pub payload: Bytes,
+    /// Who, why and for whom.
+    pub metadata: Metadata,
+}
+
+impl NewEvent {
+    /// Encodes `body` with `codec` into a new event with a fresh UUIDv7 and the current time.
+    pub fn encode<T: serde::Serialize + ?Sized>(
+        event_type: impl Into<String>,
+        schema: u32,
+        body: &T,
+        codec: Codec,
+        metadata: Metadata,
+    ) -> Result<NewEvent, super::codec::CodecError> {
+        Ok(NewEvent {
+            event_id: Uuid::now_v7(),
+            event_type: event_type.into(),
+            schema,
+            occurred_at: Utc::now(),
+            codec,
+            payload: codec.encode(body)?.into(),
+            metadata,
+        })
+    }
+
+    /// The headers this event is stored with, at aggregate `version`.
+    pub(crate) fn headers(&self, version: u64) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        let id = self.event_id.to_string();
+        h.insert(headers::EVENT_TYPE, self.event_type.as_str());
+        h.insert(headers::EVENT_ID, id.as_str());
+        h.insert(headers::NATS_MSG_ID, id.as_str());
+        h.insert(headers::SCHEMA, self.schema.to_string().as_str());
+        h.insert(headers::VERSION, version.to_string().as_str());
+        h.insert(
+            headers::OCCURRED_AT,
+            self.occurred_at
+                .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+                .as_str(),
+        );
+        h.insert(headers::CONTENT_TYPE, self.codec.content_type());
+        self.metadata.write(&mut h);
+        h
+    }
+}
+
+/// An event as stored: body still encoded, envelope parsed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordedEvent {
+    /// Position in the `EVENTS` stream: global, gap-free order of the whole store.
+    pub seq: u64,
+    /// The subject it was stored on.
+    pub subject: String,
+    /// Aggregate type (`person`).
+    pub aggregate: String,
+    /// Aggregate id.
+    pub aggregate_id: String,
+    /// Aggregate version after this event.
+    pub version: u64,
+    /// The event's id.
+    pub event_id: Uuid,
+    /// PascalCase type name.
+    pub event_type: String,
+    /// Schema version of the body.
+    pub schema: u32,
+    /// When it happened.
+    pub occurred_at: DateTime<Utc>,
+    /// When the server stored it.
+    pub stored_at: Option<DateTime<Utc>>,
+    /// How `payload` is encoded.
+    pub codec: Codec,
+    /// The encoded body.
+    pub payload: Bytes,
+    /// Who, why and for whom.
+    pub metadata: Metadata,
+}
+
+/// Why a stored message is not a valid event.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("message at stream sequence {seq} is not a valid event: {reason}")]
+pub struct MalformedEvent {
+    /// Its stream sequence.
+    pub seq: u64,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+impl RecordedEvent {
+    /// Parses a stored message (from a direct get or a consumer) into an event.
+    pub(crate) fn from_parts(
+        seq: u64,
+        subject: &str,
+        aggregate: &str,
+        aggregate_id: &str,
+        h: &HeaderMap,
+        payload: Bytes,
+        stored_at: Option<DateTime<Utc>>,
+    ) -> Result<RecordedEvent, MalformedEvent> {
+        let bad = |reason: String| MalformedEvent { seq, reason };
+        let need = |name: &str| {
+            h.get(name)
+                .map(|v| v.as_str().to_string())
+                .ok_or_else(|| bad(format!("missing header {name}")))
+        };
+        let parse_u64 = |name: &str| -> Result<u64, MalformedEvent> {
+            need(name)?
+                .parse()
+                .map_err(|_| bad(format!("header {name} is not a number")))
+        };
+        let content_type = need(headers::CONTENT_TYPE)?;
+        let codec = Codec::from_content_type(&content_type)
+            .ok_or_else(|| bad(format!("unknown content type {content_type:?}")))?;
+        let event_id = need(headers::EVENT_ID)?
+            .parse()
+            .map_err(|_| bad("event id is not a UUID".into()))?;
+        let occurred_at = DateTime::parse_from_rfc3339(&need(headers::OCCURRED_AT)?)
+            .map_err(|_| bad("occurred-at is not RFC 3339".into()))?
+            .with_timezone(&Utc);
+        Ok(RecordedEvent {
+            seq,
+            subject: subject.to_string(),
+            aggregate: aggregate.to_string(),
+            aggregate_id: aggregate_id.to_string(),
+            version: parse_u64(headers::VERSION)?,
+            event_id,
+            event_type: need(headers::EVENT_TYPE)?,
+            schema: parse_u64(headers::SCHEMA)? as u32,
+            occurred_at,
+            stored_at,
+            codec,
+            payload,
+            metadata: Metadata::read(h),
+        })
+    }
+
+    /// Decodes the body into a JSON value (either codec), before any upcasting.
+    pub fn body(&self) -> Result<serde_json::Value, MalformedEvent> {
+        self.codec
+            .decode_value(&self.payload)
+            .map_err(|e| MalformedEvent {
+                seq: self.seq,
+                reason: format!("{} body does not decode: {e}", self.codec),
+            })
+    }
+}

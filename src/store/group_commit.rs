@@ -1,0 +1,209 @@
+//! Group commit: concurrent appends to different aggregates share one atomic batch.
+//!
+//! With `sync_interval: always` every batch costs one fsync, so packing the appends
+//! that arrive together is what makes safe mode fast (DESIGN "The write path"). The
+//! appender takes whatever is queued when a batch slot frees up; it lingers (a few
+//! hundred microseconds at most) only when it already saw company, so a lone caller
+//! pays nothing. Two appends to one aggregate never share a batch: the server can
+//! only check the expected sequence of a subject's first message in a batch.
+
+use super::append::{AppendError, AppendErrorKind, Appended, Prepared};
+use super::{appended_at, EventStore};
+use std::collections::{HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot, Semaphore};
+
+/// Bounds of one group-commit batch.
+///
+/// ```
+/// let cfg = jetsource::store::GroupCommitConfig { linger: std::time::Duration::ZERO, ..Default::default() };
+/// assert_eq!(cfg.max_events, 1000);
+/// ```
+#[derive(Debug, Clone)]
+pub struct GroupCommitConfig {
+    /// Most events in one batch (the server allows 1000).
+    pub max_events: usize,
+    /// Most bytes in one batch.
+    pub max_bytes: usize,
+    /// How long a batch that already holds more than one append waits for more.
+    pub linger: Duration,
+    /// Batches awaiting their ack at once; while all are out, new appends queue up
+    /// and join the next batch.
+    pub max_in_flight: usize,
+}
+
+impl Default for GroupCommitConfig {
+    fn default() -> Self {
+        GroupCommitConfig {
+            max_events: 1000,
+            max_bytes: 8 * 1024 * 1024,
+            linger: Duration::from_micros(200),
+            max_in_flight: 2,
+        }
+    }
+}
+
+struct Job {
+    store: EventStore,
+    prepared: Prepared,
+    reply: oneshot::Sender<Result<Appended, AppendError>>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Handle {
+    tx: mpsc::Sender<Job>,
+}
+
+pub(crate) fn start(cfg: GroupCommitConfig) -> Handle {
+    let (tx, rx) = mpsc::channel(16 * 1024);
+    tokio::spawn(run(rx, cfg));
+    Handle { tx }
+}
+
+impl Handle {
+    pub(crate) async fn submit(
+        &self,
+        store: &EventStore,
+        prepared: Prepared,
+    ) -> Result<Appended, AppendError> {
+        let (reply, outcome) = oneshot::channel();
+        let job = Job {
+            store: store.clone(),
+            prepared,
+            reply,
+        };
+        let gone = || AppendError::new(AppendErrorKind::Unavailable);
+        self.tx.send(job).await.map_err(|_| gone())?;
+        outcome.await.map_err(|_| gone())?
+    }
+}
+
+struct Batch {
+    jobs: Vec<Job>,
+    subjects: HashSet<String>,
+    events: usize,
+    bytes: usize,
+}
+
+impl Batch {
+    fn new(first: Job) -> Batch {
+        let mut b = Batch {
+            jobs: Vec::new(),
+            subjects: HashSet::new(),
+            events: 0,
+            bytes: 0,
+        };
+        b.push(first);
+        b
+    }
+
+    fn fits(&self, job: &Job, cfg: &GroupCommitConfig) -> bool {
+        !self.subjects.contains(&job.prepared.subject)
+            && self.events + job.prepared.msgs.len() <= cfg.max_events
+            && self.bytes + job.prepared.bytes <= cfg.max_bytes
+    }
+
+    fn full(&self, cfg: &GroupCommitConfig) -> bool {
+        self.events >= cfg.max_events || self.bytes >= cfg.max_bytes
+    }
+
+    fn push(&mut self, job: Job) {
+        self.subjects.insert(job.prepared.subject.clone());
+        self.events += job.prepared.msgs.len();
+        self.bytes += job.prepared.bytes;
+        self.jobs.push(job);
+    }
+
+    /// Adds `job` or sets it aside for the next batch.
+    fn offer(&mut self, job: Job, cfg: &GroupCommitConfig, later: &mut VecDeque<Job>) {
+        if self.fits(&job, cfg) {
+            self.push(job);
+        } else {
+            later.push_back(job);
+        }
+    }
+}
+
+async fn run(mut rx: mpsc::Receiver<Job>, cfg: GroupCommitConfig) {
+    let slots = Arc::new(Semaphore::new(cfg.max_in_flight.max(1)));
+    let mut carried: VecDeque<Job> = VecDeque::new();
+    loop {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let first = match carried.pop_front() {
+            Some(job) => job,
+            None => match rx.recv().await {
+                Some(job) => job,
+                None => return,
+            },
+        };
+        let mut batch = Batch::new(first);
+        let mut later = VecDeque::new();
+        while let Some(job) = carried.pop_front() {
+            batch.offer(job, &cfg, &mut later);
+        }
+        while !batch.full(&cfg) {
+            match rx.try_recv() {
+                Ok(job) => batch.offer(job, &cfg, &mut later),
+                Err(_) => break,
+            }
+        }
+        if batch.jobs.len() > 1 && !cfg.linger.is_zero() {
+            // tokio's timers tick in milliseconds, too coarse for a sub-millisecond
+            // linger: yield to the callers instead, until the deadline.
+            let deadline = Instant::now() + cfg.linger;
+            while !batch.full(&cfg) && Instant::now() < deadline {
+                match rx.try_recv() {
+                    Ok(job) => batch.offer(job, &cfg, &mut later),
+                    Err(mpsc::error::TryRecvError::Empty) => tokio::task::yield_now().await,
+                    Err(mpsc::error::TryRecvError::Disconnected) => break,
+                }
+            }
+        }
+        carried = later;
+        tokio::spawn(async move {
+            commit(batch).await;
+            drop(slot);
+        });
+    }
+}
+
+async fn commit(batch: Batch) {
+    let mut jobs = batch.jobs;
+    if jobs.len() == 1 {
+        let job = jobs.pop().expect("one job");
+        let outcome = job.store.publish_one(&job.prepared).await;
+        let _ = job.reply.send(outcome);
+        return;
+    }
+    let store = jobs[0].store.clone();
+    let msgs: Vec<_> = jobs.iter().flat_map(|j| j.prepared.msgs.iter()).collect();
+    store.count_batch();
+    match store.send(&msgs, None).await {
+        Ok(ack) if !ack.duplicate => {
+            store.count_appends(jobs.len() as u64);
+            let mut last = ack.last_seq - msgs.len() as u64;
+            for job in jobs {
+                last += job.prepared.msgs.len() as u64;
+                let _ = job.reply.send(Ok(appended_at(&job.prepared, last, false)));
+            }
+        }
+        Err(e) if !matches!(e.kind(), AppendErrorKind::Conflict { .. } | AppendErrorKind::DuplicateEventId) => {
+            for job in jobs {
+                let _ = job.reply.send(Err(AppendError::new(e.kind().clone())));
+            }
+        }
+        // One stale or repeated append fails the whole batch and stores nothing:
+        // retry each on its own so that only that one gets the error.
+        _ => {
+            store.count_split();
+            futures::future::join_all(jobs.into_iter().map(|job| async move {
+                let outcome = job.store.publish_one(&job.prepared).await;
+                let _ = job.reply.send(outcome);
+            }))
+            .await;
+        }
+    }
+}

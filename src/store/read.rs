@@ -1,0 +1,407 @@
+//! Reading: paged batched direct gets, never a consumer per load.
+//!
+//! Every read is a `$JS.API.DIRECT.GET.<stream>` request with `next_by_subj` and
+//! `batch`; the server answers with up to a page of messages and an end-of-batch
+//! status carrying how many remain, and the cursor asks again from the next
+//! sequence until none do.
+
+use super::envelope::{headers, MalformedEvent, RecordedEvent};
+use super::{EventStore, Position};
+use crate::error::Error;
+use crate::subjects::{validate_aggregate_name, validate_id, InvalidToken};
+use async_nats::Message;
+use chrono::{DateTime, Utc};
+use futures::stream::{BoxStream, StreamExt, TryStreamExt};
+use serde_json::{json, Value};
+use std::collections::{HashSet, VecDeque};
+use std::fmt;
+
+/// What went wrong reading.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReadErrorKind {
+    /// The aggregate type or id cannot be a subject token.
+    InvalidName {
+        /// `aggregate` or `id`.
+        what: &'static str,
+        /// Why.
+        reason: InvalidToken,
+    },
+    /// A stored message is not a valid event (it names its sequence).
+    Malformed(MalformedEvent),
+    /// No answer in time.
+    TimedOut,
+    /// The server or stream is not reachable.
+    Unavailable,
+    /// The server answered with an error status.
+    Store {
+        /// Status code.
+        code: u16,
+        /// The server's description.
+        description: String,
+    },
+}
+
+impl fmt::Display for ReadErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::InvalidName { what, reason } => write!(f, "invalid {what}: it {reason}"),
+            Self::Malformed(m) => write!(f, "{m}"),
+            Self::TimedOut => write!(f, "read timed out"),
+            Self::Unavailable => write!(f, "event store unavailable"),
+            Self::Store { code, description } => {
+                write!(f, "store refused the read ({code}): {description}")
+            }
+        }
+    }
+}
+
+/// Error of the read operations of [`EventStore`].
+pub type ReadError = Error<ReadErrorKind>;
+
+/// Events of one aggregate type, optionally of some event types, stored in a time
+/// range. Skipped events are filtered by header: their bodies are never decoded.
+///
+/// ```
+/// let q = jetsource::store::TypeQuery::new("person").types(["OfferAccepted"]);
+/// assert_eq!(q.aggregate, "person");
+/// ```
+#[derive(Debug, Clone)]
+pub struct TypeQuery {
+    /// Aggregate type.
+    pub aggregate: String,
+    /// Event types to keep; empty keeps all.
+    pub event_types: HashSet<String>,
+    /// Stored at or after this instant.
+    pub since: Option<DateTime<Utc>>,
+    /// Stored at or before this instant.
+    pub until: Option<DateTime<Utc>>,
+}
+
+impl TypeQuery {
+    /// All events of `aggregate`.
+    pub fn new(aggregate: impl Into<String>) -> TypeQuery {
+        TypeQuery {
+            aggregate: aggregate.into(),
+            event_types: HashSet::new(),
+            since: None,
+            until: None,
+        }
+    }
+    /// Only these event types.
+    pub fn types<I: IntoIterator<Item = S>, S: Into<String>>(mut self, types: I) -> TypeQuery {
+        self.event_types = types.into_iter().map(Into::into).collect();
+        self
+    }
+    /// Stored at or after `since`.
+    pub fn since(mut self, since: DateTime<Utc>) -> TypeQuery {
+        self.since = Some(since);
+        self
+    }
+    /// Stored at or before `until`.
+    pub fn until(mut self, until: DateTime<Utc>) -> TypeQuery {
+        self.until = Some(until);
+        self
+    }
+}
+
+/// A paging position over one subject filter.
+struct Cursor {
+    store: EventStore,
+    filter: String,
+    next_seq: u64,
+    start_time: Option<DateTime<Utc>>,
+    until: Option<DateTime<Utc>>,
+    types: HashSet<String>,
+    remaining: usize,
+    buf: VecDeque<Result<RecordedEvent, ReadError>>,
+    done: bool,
+}
+
+impl Cursor {
+    fn new(store: &EventStore, filter: String, after_seq: u64) -> Cursor {
+        Cursor {
+            store: store.clone(),
+            filter,
+            next_seq: after_seq + 1,
+            start_time: None,
+            until: None,
+            types: HashSet::new(),
+            remaining: usize::MAX,
+            buf: VecDeque::new(),
+            done: false,
+        }
+    }
+
+    fn into_stream(self) -> BoxStream<'static, Result<RecordedEvent, ReadError>> {
+        futures::stream::unfold(self, |mut c| async move {
+            loop {
+                if let Some(item) = c.buf.pop_front() {
+                    return Some((item, c));
+                }
+                if c.done {
+                    return None;
+                }
+                if let Err(e) = c.fill().await {
+                    c.done = true;
+                    return Some((Err(e), c));
+                }
+            }
+        })
+        .boxed()
+    }
+
+    /// Fetches one page into the buffer. A message that is not an event ends the
+    /// page with its error, after the good events before it.
+    async fn fill(&mut self) -> Result<(), ReadError> {
+        let page = self.store.config().read_page.min(self.remaining).max(1);
+        let mut request = json!({"next_by_subj": self.filter, "batch": page});
+        match self.start_time.take() {
+            Some(t) => request["start_time"] = json!(t.to_rfc3339()),
+            None => request["seq"] = json!(self.next_seq),
+        }
+        let (messages, pending) = self.store.direct_get(&request, true).await?;
+        if pending == 0 || messages.is_empty() {
+            self.done = true;
+        }
+        for msg in messages {
+            let (seq, stored_at) = stored_position(&msg)?;
+            self.next_seq = seq + 1;
+            if self.until.is_some_and(|until| stored_at.is_some_and(|t| t > until)) {
+                self.done = true;
+                break;
+            }
+            if !self.types.is_empty() {
+                let event_type = msg.headers.as_ref().and_then(|h| h.get(headers::EVENT_TYPE));
+                if !event_type.is_some_and(|t| self.types.contains(t.as_str())) {
+                    continue;
+                }
+            }
+            let event = self.store.to_event(msg, seq, stored_at);
+            let failed = event.is_err();
+            self.buf.push_back(event);
+            if failed {
+                self.done = true;
+                break;
+            }
+            self.remaining -= 1;
+            if self.remaining == 0 {
+                self.done = true;
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn header<'a>(msg: &'a Message, name: &str) -> Option<&'a str> {
+    msg.headers.as_ref()?.get(name).map(|v| v.as_str())
+}
+
+fn stored_position(msg: &Message) -> Result<(u64, Option<DateTime<Utc>>), ReadError> {
+    let seq = header(msg, "Nats-Sequence")
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| ReadError::new(ReadErrorKind::Store {
+            code: 0,
+            description: "direct get reply without Nats-Sequence".into(),
+        }))?;
+    let stored_at = header(msg, "Nats-Time-Stamp")
+        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| t.with_timezone(&Utc));
+    Ok((seq, stored_at))
+}
+
+fn check_names(aggregate: &str, id: Option<&str>) -> Result<(), ReadError> {
+    validate_aggregate_name(aggregate).map_err(|reason| {
+        ReadError::new(ReadErrorKind::InvalidName { what: "aggregate", reason })
+    })?;
+    if let Some(id) = id {
+        validate_id(id)
+            .map_err(|reason| ReadError::new(ReadErrorKind::InvalidName { what: "id", reason }))?;
+    }
+    Ok(())
+}
+
+impl EventStore {
+    /// One aggregate's events after stream sequence `after_seq` (0: all), in order.
+    ///
+    /// ```no_run
+    /// # async fn demo(store: jetsource::EventStore) -> Result<(), jetsource::store::ReadError> {
+    /// for event in store.read_aggregate("person", "42", 0).await? {
+    ///     println!("v{} {}", event.version, event.event_type);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn read_aggregate(
+        &self,
+        aggregate: &str,
+        id: &str,
+        after_seq: u64,
+    ) -> Result<Vec<RecordedEvent>, ReadError> {
+        self.stream_aggregate(aggregate, id, after_seq).try_collect().await
+    }
+
+    /// At most `limit` of one aggregate's events after `after_seq`.
+    pub(crate) async fn read_aggregate_limit(
+        &self,
+        aggregate: &str,
+        id: &str,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, ReadError> {
+        check_names(aggregate, Some(id))?;
+        let mut cursor = Cursor::new(self, self.subjects().aggregate(aggregate, id), after_seq);
+        cursor.remaining = limit;
+        cursor.into_stream().try_collect().await
+    }
+
+    /// One aggregate's events after `after_seq` as a stream, a page at a time: for
+    /// histories too long to hold at once.
+    ///
+    /// ```no_run
+    /// # async fn demo(store: jetsource::EventStore) -> Result<(), jetsource::store::ReadError> {
+    /// use futures::TryStreamExt;
+    /// let mut events = store.stream_aggregate("person", "42", 0);
+    /// while let Some(event) = events.try_next().await? {
+    ///     println!("{}", event.event_type);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn stream_aggregate(
+        &self,
+        aggregate: &str,
+        id: &str,
+        after_seq: u64,
+    ) -> BoxStream<'static, Result<RecordedEvent, ReadError>> {
+        if let Err(e) = check_names(aggregate, Some(id)) {
+            return futures::stream::once(async { Err(e) }).boxed();
+        }
+        Cursor::new(self, self.subjects().aggregate(aggregate, id), after_seq).into_stream()
+    }
+
+    /// The global log: every event from stream sequence `from_seq` on, in order.
+    ///
+    /// ```no_run
+    /// # async fn demo(store: jetsource::EventStore) {
+    /// use futures::StreamExt;
+    /// let first_ten: Vec<_> = store.read_all(1).take(10).collect().await;
+    /// # }
+    /// ```
+    pub fn read_all(&self, from_seq: u64) -> BoxStream<'static, Result<RecordedEvent, ReadError>> {
+        Cursor::new(self, self.subjects().all_events(), from_seq.saturating_sub(1)).into_stream()
+    }
+
+    /// Events of one aggregate type, filtered by event type and stored time.
+    ///
+    /// ```no_run
+    /// # async fn demo(store: jetsource::EventStore) {
+    /// use futures::StreamExt;
+    /// let monday = chrono::Utc::now() - chrono::Duration::days(3);
+    /// let query = jetsource::store::TypeQuery::new("person").types(["OfferAccepted"]).since(monday);
+    /// let accepted: Vec<_> = store.read_by_type(query).collect().await;
+    /// # }
+    /// ```
+    pub fn read_by_type(&self, query: TypeQuery) -> BoxStream<'static, Result<RecordedEvent, ReadError>> {
+        if let Err(e) = check_names(&query.aggregate, None) {
+            return futures::stream::once(async { Err(e) }).boxed();
+        }
+        let mut cursor = Cursor::new(self, self.subjects().aggregate_type(&query.aggregate), 0);
+        cursor.start_time = query.since;
+        cursor.until = query.until;
+        cursor.types = query.event_types;
+        cursor.into_stream()
+    }
+
+    /// Where an aggregate stands now, from its last event; `None` if it has none.
+    pub async fn last_position(
+        &self,
+        aggregate: &str,
+        id: &str,
+    ) -> Result<Option<Position>, ReadError> {
+        check_names(aggregate, Some(id))?;
+        let request = json!({"last_by_subj": self.subjects().aggregate(aggregate, id)});
+        let (mut messages, _) = self.direct_get(&request, false).await?;
+        let Some(msg) = messages.pop() else {
+            return Ok(None);
+        };
+        let (seq, stored_at) = stored_position(&msg)?;
+        let event = self.to_event(msg, seq, stored_at)?;
+        Ok(Some(Position {
+            seq: event.seq,
+            version: event.version,
+        }))
+    }
+
+    /// The event at one stream sequence, if there is one.
+    pub async fn read_seq(&self, seq: u64) -> Result<Option<RecordedEvent>, ReadError> {
+        let (mut messages, _) = self.direct_get(&json!({"seq": seq}), false).await?;
+        match messages.pop() {
+            Some(msg) => {
+                let (seq, stored_at) = stored_position(&msg)?;
+                self.to_event(msg, seq, stored_at).map(Some)
+            }
+            None => Ok(None),
+        }
+    }
+
+    fn to_event(
+        &self,
+        msg: Message,
+        seq: u64,
+        stored_at: Option<DateTime<Utc>>,
+    ) -> Result<RecordedEvent, ReadError> {
+        let subject = header(&msg, "Nats-Subject").unwrap_or_default().to_string();
+        let malformed = |reason: String| ReadError::new(ReadErrorKind::Malformed(MalformedEvent { seq, reason }));
+        let (aggregate, id) = self
+            .subjects()
+            .parse_event_subject(&subject)
+            .ok_or_else(|| malformed(format!("subject {subject:?} is not an event subject")))?;
+        let h = msg.headers.as_ref().ok_or_else(|| malformed("no headers".into()))?;
+        RecordedEvent::from_parts(seq, &subject, aggregate, id, h, msg.payload.clone(), stored_at)
+            .map_err(|m| ReadError::new(ReadErrorKind::Malformed(m)))
+    }
+
+    /// One direct-get request; `batched` requests end with an EOB status. Returns the
+    /// messages and how many more match after them.
+    async fn direct_get(&self, request: &Value, batched: bool) -> Result<(Vec<Message>, u64), ReadError> {
+        let inner = &self.inner;
+        let mut route = inner.mux.route();
+        let subject = format!("$JS.API.DIRECT.GET.{}", inner.config.stream);
+        let body = serde_json::to_vec(request).expect("a JSON value serializes");
+        inner
+            .client
+            .publish_with_reply(subject, route.subject.clone(), body.into())
+            .await
+            .map_err(|e| ReadError::with_source(ReadErrorKind::Unavailable, e))?;
+        let mut messages = Vec::new();
+        loop {
+            let msg = tokio::time::timeout(inner.config.request_timeout, route.replies.recv())
+                .await
+                .map_err(|_| ReadError::new(ReadErrorKind::TimedOut))?
+                .ok_or_else(|| ReadError::new(ReadErrorKind::Unavailable))?;
+            match msg.status.map(|s| s.as_u16()) {
+                None => {
+                    let pending = header(&msg, "Nats-Num-Pending").and_then(|p| p.parse().ok());
+                    messages.push(msg);
+                    if !batched {
+                        return Ok((messages, pending.unwrap_or(0)));
+                    }
+                }
+                // End of batch: how many remain is on the status message.
+                Some(204) => {
+                    let pending = header(&msg, "Nats-Num-Pending")
+                        .and_then(|p| p.parse().ok())
+                        .unwrap_or(0);
+                    return Ok((messages, pending));
+                }
+                Some(404) => return Ok((messages, 0)),
+                Some(503) => return Err(ReadError::new(ReadErrorKind::Unavailable)),
+                Some(code) => {
+                    return Err(ReadError::new(ReadErrorKind::Store {
+                        code,
+                        description: msg.description.clone().unwrap_or_default(),
+                    }))
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,265 @@
+//! Disposable nats-servers for tests and benchmarks: a random loopback port, a temp
+//! store, JetStream on, killed on drop, the tail of the log printed when the test
+//! that owns it panics. A server can be killed and restarted on the same store, and
+//! three of them can form a cluster.
+//!
+//! The binary comes from [`find_or_provision`](crate::nats_server::find_or_provision);
+//! when there is none the harness panics. It never skips: a test that cannot get a
+//! server fails.
+
+use crate::nats_server::{find_or_provision, Durability};
+use std::fs;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+fn binary() -> &'static Path {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY.get_or_init(|| match find_or_provision() {
+        Ok(path) => path,
+        Err(e) => panic!("the test harness needs a nats-server: {e}"),
+    })
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free loopback port")
+        .port()
+}
+
+/// One disposable nats-server.
+///
+/// ```no_run
+/// # async fn demo() {
+/// let server = jetsource::testing::TestServer::start();
+/// let client = jetsource::connect(&server.url()).await.unwrap();
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct TestServer {
+    name: String,
+    port: u16,
+    dir: tempfile::TempDir,
+    durability: Durability,
+    cluster: Option<ClusterRole>,
+    child: Option<Child>,
+    /// Log length when the current process started: readiness is judged after it.
+    log_start: usize,
+}
+
+#[derive(Debug, Clone)]
+struct ClusterRole {
+    route_port: u16,
+    routes: Vec<u16>,
+}
+
+impl TestServer {
+    /// Starts a standalone server in `safe` durability (`sync_interval: always`).
+    pub fn start() -> TestServer {
+        TestServer::start_with(Durability::Safe)
+    }
+
+    /// Starts a standalone server in the given durability mode.
+    pub fn start_with(durability: Durability) -> TestServer {
+        let mut server = TestServer::new("n1".into(), durability, None);
+        server.launch();
+        server.wait_for_log("Server is ready", Duration::from_secs(20));
+        server
+    }
+
+    fn new(name: String, durability: Durability, cluster: Option<ClusterRole>) -> TestServer {
+        TestServer {
+            name,
+            port: free_port(),
+            dir: tempfile::Builder::new()
+                .prefix("jetsource-nats-")
+                .tempdir()
+                .expect("a temp dir for the server"),
+            durability,
+            cluster,
+            child: None,
+            log_start: 0,
+        }
+    }
+
+    /// `nats://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// The client port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The durability mode it runs in.
+    pub fn durability(&self) -> Durability {
+        self.durability
+    }
+
+    /// The store directory, kept across [`restart`](Self::restart).
+    pub fn store_dir(&self) -> PathBuf {
+        self.dir.path().join("store")
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join("server.log")
+    }
+
+    /// The process id, while running.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    fn write_config(&self) -> PathBuf {
+        let store = self.store_dir();
+        let mut conf = format!(
+            "server_name: {name}\nlisten: 127.0.0.1:{port}\n\
+             jetstream {{\n  store_dir: {store:?}\n  {sync}\n}}\n",
+            name = self.name,
+            port = self.port,
+            sync = self.durability.jetstream_config(),
+        );
+        if let Some(c) = &self.cluster {
+            let routes: Vec<String> = c
+                .routes
+                .iter()
+                .map(|p| format!("\"nats-route://127.0.0.1:{p}\""))
+                .collect();
+            conf.push_str(&format!(
+                "cluster {{\n  name: jetsource-test\n  listen: 127.0.0.1:{}\n  routes: [{}]\n}}\n",
+                c.route_port,
+                routes.join(", ")
+            ));
+        }
+        let path = self.dir.path().join("server.conf");
+        fs::write(&path, conf).expect("write server config");
+        path
+    }
+
+    fn launch(&mut self) {
+        let config = self.write_config();
+        self.log_start = fs::metadata(self.log_path()).map(|m| m.len() as usize).unwrap_or(0);
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .expect("open server log");
+        let child = Command::new(binary())
+            .arg("-c")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log handle"))
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary().display()));
+        self.child = Some(child);
+    }
+
+    /// Waits until the log holds `needle` (counting only text after the last start).
+    fn wait_for_log(&mut self, needle: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let log = fs::read(self.log_path()).unwrap_or_default();
+            let since_start = String::from_utf8_lossy(log.get(self.log_start..).unwrap_or_default());
+            if since_start.contains(needle) {
+                return;
+            }
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                panic!("nats-server exited with {status} before `{needle}`:\n{}", self.log_tail(30));
+            }
+            if Instant::now() > deadline {
+                panic!("nats-server did not log `{needle}` within {timeout:?}:\n{}", self.log_tail(30));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Kills the server (SIGKILL, like a crash) and waits for it to go. The store stays.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same port and store, and waits until it is ready.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.launch();
+        self.wait_for_log("Server is ready", Duration::from_secs(30));
+    }
+
+    /// The last `lines` lines of the server's log.
+    pub fn log_tail(&self, lines: usize) -> String {
+        let log = fs::read_to_string(self.log_path()).unwrap_or_default();
+        let all: Vec<&str> = log.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "--- nats-server {} ({}) log tail ---\n{}\n---",
+                self.name,
+                self.url(),
+                self.log_tail(40)
+            );
+        }
+        self.stop();
+    }
+}
+
+/// A cluster of nats-servers on loopback, JetStream clustered, for R3 streams.
+///
+/// ```no_run
+/// let cluster = jetsource::testing::TestCluster::start(3);
+/// println!("connect to {}", cluster.urls());
+/// ```
+#[derive(Debug)]
+pub struct TestCluster {
+    /// The servers, in start order.
+    pub nodes: Vec<TestServer>,
+}
+
+impl TestCluster {
+    /// Starts `size` servers routed to each other and waits for a JetStream meta leader.
+    pub fn start(size: usize) -> TestCluster {
+        let route_ports: Vec<u16> = (0..size).map(|_| free_port()).collect();
+        let mut nodes: Vec<TestServer> = (0..size)
+            .map(|i| {
+                let role = ClusterRole {
+                    route_port: route_ports[i],
+                    routes: route_ports.iter().copied().filter(|p| *p != route_ports[i]).collect(),
+                };
+                TestServer::new(format!("n{}", i + 1), Durability::Safe, Some(role))
+            })
+            .collect();
+        for node in &mut nodes {
+            node.launch();
+        }
+        for node in &mut nodes {
+            node.wait_for_log("Server is ready", Duration::from_secs(30));
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !nodes.iter().any(|n| {
+            fs::read_to_string(n.log_path())
+                .unwrap_or_default()
+                .contains("JetStream cluster new metadata leader")
+        }) {
+            assert!(Instant::now() < deadline, "no JetStream meta leader elected in 30s");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        TestCluster { nodes }
+    }
+
+    /// All client URLs, comma-separated, for a client that fails over.
+    pub fn urls(&self) -> String {
+        self.nodes.iter().map(TestServer::url).collect::<Vec<_>>().join(",")
+    }
+}
