@@ -22,7 +22,9 @@ use std::fmt::Debug;
 /// }
 /// impl jetsource::DomainEvent for CounterEvent {}
 /// ```
-pub trait DomainEvent: Serialize + DeserializeOwned + Clone + Debug + Send + Sync + 'static {
+pub trait DomainEvent:
+    Serialize + DeserializeOwned + Clone + Debug + Send + Sync + 'static
+{
     /// The current schema version of `event_type` (default 1). Raise it when the
     /// body changes shape, and add an [`Upcaster`] from the old one.
     fn schema_version(_event_type: &str) -> u32 {
@@ -152,12 +154,18 @@ pub fn encode_event<E: DomainEvent>(
 /// Decodes a stored event into the typed event, upcasting old schemas first.
 pub fn decode_event<E: DomainEvent>(recorded: &RecordedEvent) -> Result<E, MalformedEvent> {
     let body = recorded.body()?;
-    decode_body(&recorded.event_type, recorded.schema, body)
-        .map_err(|reason| MalformedEvent { seq: recorded.seq, reason })
+    decode_body(&recorded.event_type, recorded.schema, body).map_err(|reason| MalformedEvent {
+        seq: recorded.seq,
+        reason,
+    })
 }
 
 /// Upcasts `body` from `schema` to the current one and deserializes it.
-pub fn decode_body<E: DomainEvent>(event_type: &str, schema: u32, mut body: Value) -> Result<E, String> {
+pub fn decode_body<E: DomainEvent>(
+    event_type: &str,
+    schema: u32,
+    mut body: Value,
+) -> Result<E, String> {
     let current = E::schema_version(event_type);
     if schema > current {
         return Err(format!(

@@ -50,6 +50,7 @@ pub async fn connect(url: &str) -> Result<async_nats::Client, ConnectError> {
 }
 
 /// Connects with the given options (credentials, TLS, names) and checks the server.
+/// `url` may list several servers separated by commas, as `NATS_URL` does for natscli.
 ///
 /// ```no_run
 /// # async fn demo() -> Result<(), jetsource::ConnectError> {
@@ -61,8 +62,13 @@ pub async fn connect_with(
     url: &str,
     options: async_nats::ConnectOptions,
 ) -> Result<async_nats::Client, ConnectError> {
+    let addrs = url
+        .split(',')
+        .map(|u| u.trim().parse::<async_nats::ServerAddr>())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ConnectError::with_source(ConnectErrorKind::Connect, e))?;
     let client = options
-        .connect(url)
+        .connect(addrs)
         .await
         .map_err(|e| ConnectError::with_source(ConnectErrorKind::Connect, e))?;
     check_server(&client.server_info())?;
@@ -101,7 +107,12 @@ mod tests {
     #[test]
     fn a_2_11_server_is_refused_with_the_minimum_named() {
         let e = check_server(&info("2.11.9", true)).unwrap_err();
-        assert_eq!(e.kind(), &ConnectErrorKind::ServerTooOld { found: "2.11.9".into() });
+        assert_eq!(
+            e.kind(),
+            &ConnectErrorKind::ServerTooOld {
+                found: "2.11.9".into()
+            }
+        );
         assert!(e.to_string().contains("2.12.0"), "{e}");
         assert!(check_server(&info("2.12.0", true)).is_ok());
         assert!(check_server(&info("2.15.1-RC.2", true)).is_ok());

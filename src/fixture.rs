@@ -104,7 +104,10 @@ where
             let schema = <A::Event as crate::DomainEvent>::schema_version(&event_type);
             let back: A::Event = decode_body(&event_type, schema, body)
                 .unwrap_or_else(|e| panic!("{ctx}\nevent {event:?} does not decode back: {e}"));
-            assert!(&back == event, "{ctx}\nevent {event:?} decodes back as {back:?}");
+            assert!(
+                &back == event,
+                "{ctx}\nevent {event:?} decodes back as {back:?}"
+            );
             state.apply(event);
         }
         state
@@ -124,8 +127,13 @@ where
     {
         let ctx = self.context();
         match self.result {
-            Ok(events) => panic!("{ctx}\nexpected refusal {expected:?}\nbut it produced {events:?}"),
-            Err(e) => assert!(e == expected, "{ctx}\nexpected refusal {expected:?}\n     got refusal {e:?}"),
+            Ok(events) => {
+                panic!("{ctx}\nexpected refusal {expected:?}\nbut it produced {events:?}")
+            }
+            Err(e) => assert!(
+                e == expected,
+                "{ctx}\nexpected refusal {expected:?}\n     got refusal {e:?}"
+            ),
         }
     }
 
@@ -135,7 +143,10 @@ where
         let ctx = self.context();
         match self.result {
             Ok(events) => panic!("{ctx}\nexpected a refusal\nbut it produced {events:?}"),
-            Err(e) => assert!(check(&e), "{ctx}\nthe refusal {e:?} is not the one expected"),
+            Err(e) => assert!(
+                check(&e),
+                "{ctx}\nthe refusal {e:?} is not the one expected"
+            ),
         }
     }
 }

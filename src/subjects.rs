@@ -25,7 +25,10 @@ impl fmt::Display for InvalidToken {
         match self {
             InvalidToken::Empty => write!(f, "is empty"),
             InvalidToken::TooLong(n) => write!(f, "is {n} bytes long (at most {MAX_ID_LEN})"),
-            InvalidToken::BadChar(c) => write!(f, "contains {c:?} ('.', '*', '>', whitespace and control characters are not allowed)"),
+            InvalidToken::BadChar(c) => write!(
+                f,
+                "contains {c:?} ('.', '*', '>', whitespace and control characters are not allowed)"
+            ),
         }
     }
 }
@@ -117,7 +120,9 @@ impl Subjects {
 
     /// Splits an event subject into (aggregate, id), or `None` if it is not one.
     pub fn parse_event_subject<'a>(&self, subject: &'a str) -> Option<(&'a str, &'a str)> {
-        let rest = subject.strip_prefix(&self.prefix)?.strip_prefix("events.")?;
+        let rest = subject
+            .strip_prefix(&self.prefix)?
+            .strip_prefix("events.")?;
         let (aggregate, id) = rest.split_once('.')?;
         (!id.contains('.')).then_some((aggregate, id))
     }

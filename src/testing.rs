@@ -3,7 +3,7 @@
 //! that owns it panics. A server can be killed and restarted on the same store, and
 //! three of them can form a cluster.
 //!
-//! The binary comes from [`find_or_provision`](crate::nats_server::find_or_provision);
+//! The binary comes from [`crate::nats_server::find_or_provision`];
 //! when there is none the harness panics. It never skips: a test that cannot get a
 //! server fails.
 
@@ -142,7 +142,9 @@ impl TestServer {
 
     fn launch(&mut self) {
         let config = self.write_config();
-        self.log_start = fs::metadata(self.log_path()).map(|m| m.len() as usize).unwrap_or(0);
+        self.log_start = fs::metadata(self.log_path())
+            .map(|m| m.len() as usize)
+            .unwrap_or(0);
         let log = fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -164,15 +166,26 @@ impl TestServer {
         let deadline = Instant::now() + timeout;
         loop {
             let log = fs::read(self.log_path()).unwrap_or_default();
-            let since_start = String::from_utf8_lossy(log.get(self.log_start..).unwrap_or_default());
+            let since_start =
+                String::from_utf8_lossy(log.get(self.log_start..).unwrap_or_default());
             if since_start.contains(needle) {
                 return;
             }
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                panic!("nats-server exited with {status} before `{needle}`:\n{}", self.log_tail(30));
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!(
+                    "nats-server exited with {status} before `{needle}`:\n{}",
+                    self.log_tail(30)
+                );
             }
             if Instant::now() > deadline {
-                panic!("nats-server did not log `{needle}` within {timeout:?}:\n{}", self.log_tail(30));
+                panic!(
+                    "nats-server did not log `{needle}` within {timeout:?}:\n{}",
+                    self.log_tail(30)
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -235,7 +248,11 @@ impl TestCluster {
             .map(|i| {
                 let role = ClusterRole {
                     route_port: route_ports[i],
-                    routes: route_ports.iter().copied().filter(|p| *p != route_ports[i]).collect(),
+                    routes: route_ports
+                        .iter()
+                        .copied()
+                        .filter(|p| *p != route_ports[i])
+                        .collect(),
                 };
                 TestServer::new(format!("n{}", i + 1), Durability::Safe, Some(role))
             })
@@ -252,7 +269,10 @@ impl TestCluster {
                 .unwrap_or_default()
                 .contains("JetStream cluster new metadata leader")
         }) {
-            assert!(Instant::now() < deadline, "no JetStream meta leader elected in 30s");
+            assert!(
+                Instant::now() < deadline,
+                "no JetStream meta leader elected in 30s"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         TestCluster { nodes }
@@ -260,6 +280,10 @@ impl TestCluster {
 
     /// All client URLs, comma-separated, for a client that fails over.
     pub fn urls(&self) -> String {
-        self.nodes.iter().map(TestServer::url).collect::<Vec<_>>().join(",")
+        self.nodes
+            .iter()
+            .map(TestServer::url)
+            .collect::<Vec<_>>()
+            .join(",")
     }
 }

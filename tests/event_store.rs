@@ -16,12 +16,25 @@ async fn first_append_then_exact_append_stamps_contiguous_versions() {
     let server = TestServer::start();
     let store = open_store(&server).await;
     let a = store
-        .append(Append::new("ledger", "a", ExpectedVersion::NoStream, vec![event(1), event(2)]))
+        .append(Append::new(
+            "ledger",
+            "a",
+            ExpectedVersion::NoStream,
+            vec![event(1), event(2)],
+        ))
         .await
         .unwrap();
-    assert_eq!((a.first_seq, a.last_seq, a.version, a.duplicate), (1, 2, 2, false));
+    assert_eq!(
+        (a.first_seq, a.last_seq, a.version, a.duplicate),
+        (1, 2, 2, false)
+    );
     let b = store
-        .append(Append::new("ledger", "a", ExpectedVersion::Exact(a.position()), vec![event(3)]))
+        .append(Append::new(
+            "ledger",
+            "a",
+            ExpectedVersion::Exact(a.position()),
+            vec![event(3)],
+        ))
         .await
         .unwrap();
     assert_eq!((b.last_seq, b.version), (3, 3));
@@ -45,20 +58,47 @@ async fn a_stale_expectation_is_a_typed_conflict_with_expected_and_actual() {
     let server = TestServer::start();
     let store = open_store(&server).await;
     store
-        .append(Append::new("ledger", "a", ExpectedVersion::NoStream, vec![event(1), event(2)]))
+        .append(Append::new(
+            "ledger",
+            "a",
+            ExpectedVersion::NoStream,
+            vec![event(1), event(2)],
+        ))
         .await
         .unwrap();
     let err = store
-        .append(Append::new("ledger", "a", ExpectedVersion::NoStream, vec![event(3)]))
+        .append(Append::new(
+            "ledger",
+            "a",
+            ExpectedVersion::NoStream,
+            vec![event(3)],
+        ))
         .await
         .unwrap_err();
-    assert_eq!(err.kind(), &AppendErrorKind::Conflict { expected: 0, actual: Some(2) });
+    assert_eq!(
+        err.kind(),
+        &AppendErrorKind::Conflict {
+            expected: 0,
+            actual: Some(2)
+        }
+    );
     let stale = Position { seq: 1, version: 1 };
     let err = store
-        .append(Append::new("ledger", "a", ExpectedVersion::Exact(stale), vec![event(3)]))
+        .append(Append::new(
+            "ledger",
+            "a",
+            ExpectedVersion::Exact(stale),
+            vec![event(3)],
+        ))
         .await
         .unwrap_err();
-    assert_eq!(err.kind(), &AppendErrorKind::Conflict { expected: 1, actual: Some(2) });
+    assert_eq!(
+        err.kind(),
+        &AppendErrorKind::Conflict {
+            expected: 1,
+            actual: Some(2)
+        }
+    );
 }
 
 #[tokio::test]
@@ -66,7 +106,12 @@ async fn a_conflicting_multi_event_append_stores_nothing() {
     let server = TestServer::start();
     let store = open_store(&server).await;
     store
-        .append(Append::new("ledger", "a", ExpectedVersion::NoStream, vec![event(1)]))
+        .append(Append::new(
+            "ledger",
+            "a",
+            ExpectedVersion::NoStream,
+            vec![event(1)],
+        ))
         .await
         .unwrap();
     let many: Vec<NewEvent> = (0..50).map(event).collect();
@@ -75,7 +120,10 @@ async fn a_conflicting_multi_event_append_stores_nothing() {
         .await
         .unwrap_err();
     assert!(err.is_conflict(), "{err}");
-    assert_eq!(store.read_aggregate("ledger", "a", 0).await.unwrap().len(), 1);
+    assert_eq!(
+        store.read_aggregate("ledger", "a", 0).await.unwrap().len(),
+        1
+    );
     let all: Vec<_> = store.read_all(1).try_collect().await.unwrap();
     assert_eq!(all.len(), 1, "nothing of the failed batch may be stored");
 }
@@ -89,7 +137,12 @@ async fn any_appends_after_whatever_is_there_with_contiguous_versions() {
             let store = store.clone();
             tokio::spawn(async move {
                 store
-                    .append(Append::new("ledger", "any", ExpectedVersion::Any, vec![event(i)]))
+                    .append(Append::new(
+                        "ledger",
+                        "any",
+                        ExpectedVersion::Any,
+                        vec![event(i)],
+                    ))
                     .await
                     .unwrap()
             })
@@ -117,8 +170,14 @@ async fn retrying_the_same_events_stores_nothing_twice() {
         let append = Append::new("ledger", &id, ExpectedVersion::NoStream, events);
         let first = store.append(append.clone()).await.unwrap();
         let again = store.append(append.clone()).await.unwrap();
-        assert!(again.duplicate, "the retry must be recognised as a duplicate");
-        assert_eq!((again.first_seq, again.last_seq, again.version), (first.first_seq, first.last_seq, first.version));
+        assert!(
+            again.duplicate,
+            "the retry must be recognised as a duplicate"
+        );
+        assert_eq!(
+            (again.first_seq, again.last_seq, again.version),
+            (first.first_seq, first.last_seq, first.version)
+        );
         let grouped = store.append_grouped(append).await.unwrap();
         assert!(grouped.duplicate);
         assert_eq!(
@@ -129,15 +188,29 @@ async fn retrying_the_same_events_stores_nothing_twice() {
     // A reused event id in a different append is refused, not silently dropped.
     let reused = event(9);
     store
-        .append(Append::new("ledger", "x", ExpectedVersion::NoStream, vec![reused.clone(), event(10)]))
+        .append(Append::new(
+            "ledger",
+            "x",
+            ExpectedVersion::NoStream,
+            vec![reused.clone(), event(10)],
+        ))
         .await
         .unwrap();
     let err = store
-        .append(Append::new("ledger", "y", ExpectedVersion::NoStream, vec![event(11), reused]))
+        .append(Append::new(
+            "ledger",
+            "y",
+            ExpectedVersion::NoStream,
+            vec![event(11), reused],
+        ))
         .await
         .unwrap_err();
     assert_eq!(err.kind(), &AppendErrorKind::DuplicateEventId);
-    assert!(store.read_aggregate("ledger", "y", 0).await.unwrap().is_empty());
+    assert!(store
+        .read_aggregate("ledger", "y", 0)
+        .await
+        .unwrap()
+        .is_empty());
 }
 
 #[tokio::test]
@@ -146,7 +219,10 @@ async fn json_and_cbor_events_share_a_stream_and_round_trip_with_metadata() {
     let json_store = open_store(&server).await;
     let cbor_store = support::open_store_with(
         &server,
-        StoreConfig { codec: Codec::Cbor, ..Default::default() },
+        StoreConfig {
+            codec: Codec::Cbor,
+            ..Default::default()
+        },
     )
     .await;
     let meta = Metadata::default()
@@ -156,19 +232,34 @@ async fn json_and_cbor_events_share_a_stream_and_round_trip_with_metadata() {
         .with_tenant("acme")
         .with_command_id("cmd-1")
         .with_custom("Source", "web");
-    let opened = LedgerEvent::Opened { owner: "Ada Lovelace — ünïcode".into() };
+    let opened = LedgerEvent::Opened {
+        owner: "Ada Lovelace — ünïcode".into(),
+    };
     let credited = LedgerEvent::Credited { amount: u64::MAX };
     let e1 = encode_event(&opened, json_store.config().codec, &meta).unwrap();
     let e2 = encode_event(&credited, cbor_store.config().codec, &meta).unwrap();
     let a = json_store
-        .append(Append::new("ledger", "mixed", ExpectedVersion::NoStream, vec![e1.clone()]))
+        .append(Append::new(
+            "ledger",
+            "mixed",
+            ExpectedVersion::NoStream,
+            vec![e1.clone()],
+        ))
         .await
         .unwrap();
     cbor_store
-        .append(Append::new("ledger", "mixed", ExpectedVersion::Exact(a.position()), vec![e2.clone()]))
+        .append(Append::new(
+            "ledger",
+            "mixed",
+            ExpectedVersion::Exact(a.position()),
+            vec![e2.clone()],
+        ))
         .await
         .unwrap();
-    let stored = json_store.read_aggregate("ledger", "mixed", 0).await.unwrap();
+    let stored = json_store
+        .read_aggregate("ledger", "mixed", 0)
+        .await
+        .unwrap();
     assert_eq!(stored[0].codec, Codec::Json);
     assert_eq!(stored[1].codec, Codec::Cbor);
     assert_eq!(decode_event::<LedgerEvent>(&stored[0]).unwrap(), opened);
@@ -178,8 +269,14 @@ async fn json_and_cbor_events_share_a_stream_and_round_trip_with_metadata() {
         assert_eq!(recorded.event_id, sent.event_id);
         assert_eq!(recorded.event_type, sent.event_type);
         assert_eq!(recorded.schema, 1);
-        assert_eq!(recorded.occurred_at.timestamp_micros(), sent.occurred_at.timestamp_micros());
-        assert_eq!((recorded.aggregate.as_str(), recorded.aggregate_id.as_str()), ("ledger", "mixed"));
+        assert_eq!(
+            recorded.occurred_at.timestamp_micros(),
+            sent.occurred_at.timestamp_micros()
+        );
+        assert_eq!(
+            (recorded.aggregate.as_str(), recorded.aggregate_id.as_str()),
+            ("ledger", "mixed")
+        );
         assert!(recorded.stored_at.is_some());
     }
 }
@@ -190,25 +287,67 @@ async fn limits_are_refused_before_anything_is_sent() {
     let store = open_store(&server).await;
     let too_many: Vec<_> = (0..1001).map(event).collect();
     let err = store
-        .append(Append::new("ledger", "big", ExpectedVersion::NoStream, too_many))
+        .append(Append::new(
+            "ledger",
+            "big",
+            ExpectedVersion::NoStream,
+            too_many,
+        ))
         .await
         .unwrap_err();
-    assert_eq!(err.kind(), &AppendErrorKind::TooManyEvents { count: 1001, max: 1000 });
-    let huge = NewEvent::encode("Huge", 1, &"x".repeat(2 * 1024 * 1024), Codec::Json, Metadata::default()).unwrap();
+    assert_eq!(
+        err.kind(),
+        &AppendErrorKind::TooManyEvents {
+            count: 1001,
+            max: 1000
+        }
+    );
+    let huge = NewEvent::encode(
+        "Huge",
+        1,
+        &"x".repeat(2 * 1024 * 1024),
+        Codec::Json,
+        Metadata::default(),
+    )
+    .unwrap();
     let err = store
-        .append(Append::new("ledger", "big", ExpectedVersion::NoStream, vec![huge]))
+        .append(Append::new(
+            "ledger",
+            "big",
+            ExpectedVersion::NoStream,
+            vec![huge],
+        ))
         .await
         .unwrap_err();
-    assert!(matches!(err.kind(), AppendErrorKind::PayloadTooLarge { max: 1048576, .. }), "{err}");
+    assert!(
+        matches!(
+            err.kind(),
+            AppendErrorKind::PayloadTooLarge { max: 1048576, .. }
+        ),
+        "{err}"
+    );
     for bad_id in ["a.b", "a*", "a>", "a b", ""] {
         let err = store
-            .append(Append::new("ledger", bad_id, ExpectedVersion::NoStream, vec![event(1)]))
+            .append(Append::new(
+                "ledger",
+                bad_id,
+                ExpectedVersion::NoStream,
+                vec![event(1)],
+            ))
             .await
             .unwrap_err();
-        assert!(matches!(err.kind(), AppendErrorKind::InvalidName { what: "id", .. }), "{bad_id:?}: {err}");
+        assert!(
+            matches!(err.kind(), AppendErrorKind::InvalidName { what: "id", .. }),
+            "{bad_id:?}: {err}"
+        );
     }
     let err = store
-        .append(Append::new("ledger", "a", ExpectedVersion::NoStream, vec![]))
+        .append(Append::new(
+            "ledger",
+            "a",
+            ExpectedVersion::NoStream,
+            vec![],
+        ))
         .await
         .unwrap_err();
     assert_eq!(err.kind(), &AppendErrorKind::NoEvents);
@@ -224,7 +363,11 @@ async fn a_ten_thousand_event_aggregate_loads_whole_and_streams() {
     let mut position = Position::default();
     for chunk in 0..10 {
         let events: Vec<_> = (0..1000).map(|i| event(chunk * 1000 + i)).collect();
-        let expected = if chunk == 0 { ExpectedVersion::NoStream } else { ExpectedVersion::Exact(position) };
+        let expected = if chunk == 0 {
+            ExpectedVersion::NoStream
+        } else {
+            ExpectedVersion::Exact(position)
+        };
         position = store
             .append(Append::new("ledger", "long", expected, events))
             .await
@@ -232,14 +375,25 @@ async fn a_ten_thousand_event_aggregate_loads_whole_and_streams() {
             .position();
         // Interleave another aggregate so the read has to skip.
         store
-            .append(Append::new("ledger", &format!("other-{chunk}"), ExpectedVersion::NoStream, vec![event(0)]))
+            .append(Append::new(
+                "ledger",
+                format!("other-{chunk}"),
+                ExpectedVersion::NoStream,
+                vec![event(0)],
+            ))
             .await
             .unwrap();
     }
     let all = store.read_aggregate("ledger", "long", 0).await.unwrap();
     assert_eq!(all.len(), 10_000);
-    assert!(all.iter().enumerate().all(|(i, e)| e.version == i as u64 + 1));
-    let tail = store.read_aggregate("ledger", "long", all[8999].seq).await.unwrap();
+    assert!(all
+        .iter()
+        .enumerate()
+        .all(|(i, e)| e.version == i as u64 + 1));
+    let tail = store
+        .read_aggregate("ledger", "long", all[8999].seq)
+        .await
+        .unwrap();
     assert_eq!(tail.len(), 1000);
     assert_eq!(tail[0].version, 9001);
     let streamed = store.stream_aggregate("ledger", "long", 0).count().await;
@@ -250,9 +404,19 @@ async fn a_ten_thousand_event_aggregate_loads_whole_and_streams() {
 async fn the_global_log_and_type_scans_filter_without_decoding_skipped_bodies() {
     let server = TestServer::start();
     let store = open_store(&server).await;
-    let opened = encode_event(&LedgerEvent::Opened { owner: "o".into() }, Codec::Json, &Default::default()).unwrap();
+    let opened = encode_event(
+        &LedgerEvent::Opened { owner: "o".into() },
+        Codec::Json,
+        &Default::default(),
+    )
+    .unwrap();
     store
-        .append(Append::new("ledger", "a", ExpectedVersion::NoStream, vec![opened, event(5)]))
+        .append(Append::new(
+            "ledger",
+            "a",
+            ExpectedVersion::NoStream,
+            vec![opened, event(5)],
+        ))
         .await
         .unwrap();
     // An undecodable body of a type the scan skips must not break it.
@@ -261,22 +425,40 @@ async fn the_global_log_and_type_scans_filter_without_decoding_skipped_bodies() 
         ..NewEvent::encode("Junk", 1, &(), Codec::Json, Metadata::default()).unwrap()
     };
     store
-        .append(Append::new("ledger", "b", ExpectedVersion::NoStream, vec![junk]))
+        .append(Append::new(
+            "ledger",
+            "b",
+            ExpectedVersion::NoStream,
+            vec![junk],
+        ))
         .await
         .unwrap();
     let midpoint = chrono::Utc::now();
     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     store
-        .append(Append::new("other", "c", ExpectedVersion::NoStream, vec![event(6)]))
+        .append(Append::new(
+            "other",
+            "c",
+            ExpectedVersion::NoStream,
+            vec![event(6)],
+        ))
         .await
         .unwrap();
     store
-        .append(Append::new("ledger", "d", ExpectedVersion::NoStream, vec![event(7)]))
+        .append(Append::new(
+            "ledger",
+            "d",
+            ExpectedVersion::NoStream,
+            vec![event(7)],
+        ))
         .await
         .unwrap();
 
     let log: Vec<_> = store.read_all(1).try_collect().await.unwrap();
-    assert_eq!(log.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2, 3, 4, 5]);
+    assert_eq!(
+        log.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        [1, 2, 3, 4, 5]
+    );
     let from3: Vec<_> = store.read_all(3).try_collect().await.unwrap();
     assert_eq!(from3.len(), 3);
 
@@ -285,17 +467,35 @@ async fn the_global_log_and_type_scans_filter_without_decoding_skipped_bodies() 
         .try_collect()
         .await
         .unwrap();
-    let amounts: Vec<_> = credited.iter().map(|e| decode_event::<LedgerEvent>(e).unwrap()).collect();
-    assert_eq!(amounts, [LedgerEvent::Credited { amount: 5 }, LedgerEvent::Credited { amount: 7 }]);
+    let amounts: Vec<_> = credited
+        .iter()
+        .map(|e| decode_event::<LedgerEvent>(e).unwrap())
+        .collect();
+    assert_eq!(
+        amounts,
+        [
+            LedgerEvent::Credited { amount: 5 },
+            LedgerEvent::Credited { amount: 7 }
+        ]
+    );
 
     let late: Vec<_> = store
         .read_by_type(TypeQuery::new("ledger").since(midpoint))
         .try_collect()
         .await
         .unwrap();
-    assert_eq!(late.iter().map(|e| e.aggregate_id.as_str()).collect::<Vec<_>>(), ["d"]);
+    assert_eq!(
+        late.iter()
+            .map(|e| e.aggregate_id.as_str())
+            .collect::<Vec<_>>(),
+        ["d"]
+    );
     let early: Vec<_> = store
-        .read_by_type(TypeQuery::new("ledger").until(midpoint).types(["Opened", "Credited"]))
+        .read_by_type(
+            TypeQuery::new("ledger")
+                .until(midpoint)
+                .types(["Opened", "Credited"]),
+        )
         .try_collect()
         .await
         .unwrap();
@@ -312,12 +512,21 @@ async fn a_stored_message_that_is_not_an_event_is_an_error_naming_its_sequence()
     let server = TestServer::start();
     let store = open_store(&server).await;
     store
-        .append(Append::new("ledger", "a", ExpectedVersion::NoStream, vec![event(1)]))
+        .append(Append::new(
+            "ledger",
+            "a",
+            ExpectedVersion::NoStream,
+            vec![event(1)],
+        ))
         .await
         .unwrap();
     // Someone publishes a bare message onto the aggregate's subject.
     let js = store.jetstream();
-    js.publish("events.ledger.a", "raw".into()).await.unwrap().await.unwrap();
+    js.publish("events.ledger.a", "raw".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
     let err = store.read_aggregate("ledger", "a", 0).await.unwrap_err();
     match err.kind() {
         ReadErrorKind::Malformed(m) => assert_eq!(m.seq, 2, "{m}"),
@@ -343,17 +552,34 @@ async fn an_incompatible_stream_is_reported_and_left_unchanged() {
     })
     .await
     .unwrap();
-    let err = EventStore::open(client.clone(), StoreConfig::default()).await.unwrap_err();
-    let jetsource::store::OpenError::Stream(err) = err else { panic!("{err}") };
-    let StreamErrorKind::Incompatible { differences, .. } = err.kind() else { panic!("{err}") };
-    assert!(differences.iter().any(|d| d.starts_with("max_age")), "{differences:?}");
-    assert!(differences.iter().any(|d| d.starts_with("allow_atomic")), "{differences:?}");
+    let err = EventStore::open(client.clone(), StoreConfig::default())
+        .await
+        .unwrap_err();
+    let jetsource::store::OpenError::Stream(err) = err else {
+        panic!("{err}")
+    };
+    let StreamErrorKind::Incompatible { differences, .. } = err.kind() else {
+        panic!("{err}")
+    };
+    assert!(
+        differences.iter().any(|d| d.starts_with("max_age")),
+        "{differences:?}"
+    );
+    assert!(
+        differences.iter().any(|d| d.starts_with("allow_atomic")),
+        "{differences:?}"
+    );
     let mut stream = js.get_stream("EVENTS").await.unwrap();
-    assert_eq!(stream.info().await.unwrap().config.max_age, std::time::Duration::from_secs(3600));
+    assert_eq!(
+        stream.info().await.unwrap().config.max_age,
+        std::time::Duration::from_secs(3600)
+    );
     // Opening twice against a compatible stream is idempotent.
     let server2 = TestServer::start();
     let c2 = jetsource::connect(&server2.url()).await.unwrap();
-    EventStore::open(c2.clone(), StoreConfig::default()).await.unwrap();
+    EventStore::open(c2.clone(), StoreConfig::default())
+        .await
+        .unwrap();
     EventStore::open(c2, StoreConfig::default()).await.unwrap();
 }
 
@@ -364,7 +590,12 @@ async fn a_restarted_server_keeps_every_acknowledged_event() {
     let mut acked = 0;
     for i in 0..100 {
         store
-            .append_grouped(Append::new("ledger", &format!("r{}", i % 10), ExpectedVersion::Any, vec![event(i)]))
+            .append_grouped(Append::new(
+                "ledger",
+                format!("r{}", i % 10),
+                ExpectedVersion::Any,
+                vec![event(i)],
+            ))
             .await
             .unwrap();
         acked += 1;
@@ -374,8 +605,14 @@ async fn a_restarted_server_keeps_every_acknowledged_event() {
     let all: Vec<_> = store.read_all(1).try_collect().await.unwrap();
     assert_eq!(all.len(), acked);
     for i in 0..10 {
-        let events = store.read_aggregate("ledger", &format!("r{i}"), 0).await.unwrap();
-        assert_eq!(events.iter().map(|e| e.version).collect::<Vec<_>>(), (1..=10).collect::<Vec<_>>());
+        let events = store
+            .read_aggregate("ledger", &format!("r{i}"), 0)
+            .await
+            .unwrap();
+        assert_eq!(
+            events.iter().map(|e| e.version).collect::<Vec<_>>(),
+            (1..=10).collect::<Vec<_>>()
+        );
     }
 }
 
@@ -384,18 +621,35 @@ async fn a_stopped_server_gives_a_typed_error_not_a_hang() {
     let mut server = TestServer::start();
     let store = support::open_store_with(
         &server,
-        StoreConfig { request_timeout: std::time::Duration::from_millis(500), ..Default::default() },
+        StoreConfig {
+            request_timeout: std::time::Duration::from_millis(500),
+            ..Default::default()
+        },
     )
     .await;
     server.stop();
     let err = store
-        .append(Append::new("ledger", "a", ExpectedVersion::NoStream, vec![event(1)]))
+        .append(Append::new(
+            "ledger",
+            "a",
+            ExpectedVersion::NoStream,
+            vec![event(1)],
+        ))
         .await
         .unwrap_err();
     assert!(
-        matches!(err.kind(), AppendErrorKind::TimedOut | AppendErrorKind::Unavailable),
+        matches!(
+            err.kind(),
+            AppendErrorKind::TimedOut | AppendErrorKind::Unavailable
+        ),
         "{err}"
     );
     let err = store.read_aggregate("ledger", "a", 0).await.unwrap_err();
-    assert!(matches!(err.kind(), ReadErrorKind::TimedOut | ReadErrorKind::Unavailable), "{err}");
+    assert!(
+        matches!(
+            err.kind(),
+            ReadErrorKind::TimedOut | ReadErrorKind::Unavailable
+        ),
+        "{err}"
+    );
 }

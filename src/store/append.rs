@@ -158,11 +158,17 @@ impl fmt::Display for AppendErrorKind {
             Self::InvalidName { what, reason } => write!(f, "invalid {what}: it {reason}"),
             Self::NoEvents => write!(f, "nothing to append"),
             Self::Encode => write!(f, "event could not be encoded"),
-            Self::Conflict { expected, actual: Some(actual) } => write!(
+            Self::Conflict {
+                expected,
+                actual: Some(actual),
+            } => write!(
                 f,
                 "concurrency conflict: expected last sequence {expected}, found {actual}"
             ),
-            Self::Conflict { expected, actual: None } => {
+            Self::Conflict {
+                expected,
+                actual: None,
+            } => {
                 write!(f, "concurrency conflict: expected last sequence {expected}")
             }
             Self::TooManyEvents { count, max } => write!(
@@ -215,14 +221,21 @@ pub(crate) struct Prepared {
 fn wire_size(h: &HeaderMap, payload: &[u8]) -> usize {
     let headers: usize = h
         .iter()
-        .map(|(k, vs)| vs.iter().map(|v| AsRef::<str>::as_ref(k).len() + v.as_str().len() + 4).sum::<usize>())
+        .map(|(k, vs)| {
+            vs.iter()
+                .map(|v| AsRef::<str>::as_ref(k).len() + v.as_str().len() + 4)
+                .sum::<usize>()
+        })
         .sum();
     payload.len() + headers + "NATS/1.0\r\n\r\n".len()
 }
 
 pub(crate) fn check_names(aggregate: &str, id: &str) -> Result<(), AppendError> {
     validate_aggregate_name(aggregate).map_err(|reason| {
-        AppendError::new(AppendErrorKind::InvalidName { what: "aggregate", reason })
+        AppendError::new(AppendErrorKind::InvalidName {
+            what: "aggregate",
+            reason,
+        })
     })?;
     validate_id(id)
         .map_err(|reason| AppendError::new(AppendErrorKind::InvalidName { what: "id", reason }))
@@ -286,7 +299,10 @@ pub(crate) struct Ack {
     pub(crate) duplicate: bool,
 }
 
-fn classify(reply: &async_nats::Message, expected: Option<u64>) -> Result<Option<Ack>, AppendError> {
+fn classify(
+    reply: &async_nats::Message,
+    expected: Option<u64>,
+) -> Result<Option<Ack>, AppendError> {
     if let Some(status) = reply.status {
         return Err(if status == async_nats::StatusCode::NO_RESPONDERS {
             AppendError::new(AppendErrorKind::Unavailable)
@@ -313,10 +329,7 @@ fn classify(reply: &async_nats::Message, expected: Option<u64>) -> Result<Option
         return Err(AppendError::new(match code {
             10071 | 10164 => AppendErrorKind::Conflict {
                 expected: expected.unwrap_or(0),
-                actual: description
-                    .rsplit(' ')
-                    .next()
-                    .and_then(|n| n.parse().ok()),
+                actual: description.rsplit(' ').next().and_then(|n| n.parse().ok()),
             },
             10201 => AppendErrorKind::DuplicateEventId,
             _ => AppendErrorKind::Store { code, description },
@@ -339,7 +352,8 @@ pub(crate) async fn send(
     expected: Option<u64>,
     timeout: Duration,
 ) -> Result<Ack, AppendError> {
-    let unavailable = |e: async_nats::PublishError| AppendError::with_source(AppendErrorKind::Unavailable, e);
+    let unavailable =
+        |e: async_nats::PublishError| AppendError::with_source(AppendErrorKind::Unavailable, e);
     let mut commit = mux.route();
     let mut first = None;
     if let [only] = msgs {

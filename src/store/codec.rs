@@ -95,7 +95,10 @@ mod tests {
             assert_eq!(codec.decode_value(&bytes).unwrap(), v, "{codec}");
             assert_eq!(Codec::from_content_type(codec.content_type()), Some(codec));
         }
-        assert_eq!(Codec::from_content_type("application/json; charset=utf-8"), Some(Codec::Json));
+        assert_eq!(
+            Codec::from_content_type("application/json; charset=utf-8"),
+            Some(Codec::Json)
+        );
         assert_eq!(Codec::from_content_type("text/plain"), None);
     }
 }

@@ -171,39 +171,49 @@ async fn run(mut rx: mpsc::Receiver<Job>, cfg: GroupCommitConfig) {
 }
 
 async fn commit(batch: Batch) {
-    let mut jobs = batch.jobs;
-    if jobs.len() == 1 {
-        let job = jobs.pop().expect("one job");
-        let outcome = job.store.publish_one(&job.prepared).await;
-        let _ = job.reply.send(outcome);
-        return;
-    }
-    let store = jobs[0].store.clone();
-    let msgs: Vec<_> = jobs.iter().flat_map(|j| j.prepared.msgs.iter()).collect();
-    store.count_batch();
-    match store.send(&msgs, None).await {
-        Ok(ack) if !ack.duplicate => {
-            store.count_appends(jobs.len() as u64);
-            let mut last = ack.last_seq - msgs.len() as u64;
-            for job in jobs {
-                last += job.prepared.msgs.len() as u64;
-                let _ = job.reply.send(Ok(appended_at(&job.prepared, last, false)));
+    commit_jobs(batch.jobs).await;
+}
+
+/// Sends jobs as one batch. When one stale or repeated append fails it (storing
+/// nothing), the halves are retried on their own, down to single appends, so only
+/// the guilty one gets the error and the innocent pay about log2(n) extra batches.
+fn commit_jobs(mut jobs: Vec<Job>) -> futures::future::BoxFuture<'static, ()> {
+    Box::pin(async move {
+        if jobs.len() == 1 {
+            let job = jobs.pop().expect("one job");
+            let outcome = job.store.publish_one(&job.prepared).await;
+            let _ = job.reply.send(outcome);
+            return;
+        }
+        let store = jobs[0].store.clone();
+        let msgs: Vec<_> = jobs.iter().flat_map(|j| j.prepared.msgs.iter()).collect();
+        store.count_batch();
+        let result = store.send(&msgs, None).await;
+        let total = msgs.len() as u64;
+        match result {
+            Ok(ack) if !ack.duplicate => {
+                store.count_appends(jobs.len() as u64);
+                let mut last = ack.last_seq - total;
+                for job in jobs {
+                    last += job.prepared.msgs.len() as u64;
+                    let _ = job.reply.send(Ok(appended_at(&job.prepared, last, false)));
+                }
+            }
+            Err(e)
+                if !matches!(
+                    e.kind(),
+                    AppendErrorKind::Conflict { .. } | AppendErrorKind::DuplicateEventId
+                ) =>
+            {
+                for job in jobs {
+                    let _ = job.reply.send(Err(AppendError::new(e.kind().clone())));
+                }
+            }
+            _ => {
+                store.count_split();
+                let second = jobs.split_off(jobs.len() / 2);
+                futures::future::join(commit_jobs(jobs), commit_jobs(second)).await;
             }
         }
-        Err(e) if !matches!(e.kind(), AppendErrorKind::Conflict { .. } | AppendErrorKind::DuplicateEventId) => {
-            for job in jobs {
-                let _ = job.reply.send(Err(AppendError::new(e.kind().clone())));
-            }
-        }
-        // One stale or repeated append fails the whole batch and stores nothing:
-        // retry each on its own so that only that one gets the error.
-        _ => {
-            store.count_split();
-            futures::future::join_all(jobs.into_iter().map(|job| async move {
-                let outcome = job.store.publish_one(&job.prepared).await;
-                let _ = job.reply.send(outcome);
-            }))
-            .await;
-        }
-    }
+    })
 }

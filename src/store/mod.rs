@@ -88,6 +88,8 @@ pub struct StoreStats {
     pub batches: u64,
     /// Batches that failed as a whole and were split into their appends.
     pub split_batches: u64,
+    /// Direct-get requests made (one per page of a read).
+    pub reads: u64,
 }
 
 #[derive(Debug, Default)]
@@ -95,6 +97,7 @@ struct Counters {
     appends: AtomicU64,
     batches: AtomicU64,
     split_batches: AtomicU64,
+    reads: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -187,6 +190,7 @@ impl EventStore {
             appends: c.appends.load(Ordering::Relaxed),
             batches: c.batches.load(Ordering::Relaxed),
             split_batches: c.split_batches.load(Ordering::Relaxed),
+            reads: c.reads.load(Ordering::Relaxed),
         }
     }
 
@@ -216,8 +220,9 @@ impl EventStore {
         let subject = self.inner.subjects.aggregate(&append.aggregate, &append.id);
         // `Any` is resolved to the current position, and a conflict on it re-read,
         // so that versions stay contiguous even without a caller-side expectation.
-        const ANY_ATTEMPTS: usize = 16;
-        for _ in 0..ANY_ATTEMPTS {
+        const ANY_ATTEMPTS: u32 = 32;
+        let mut attempt = 0;
+        loop {
             let base = match append.expected {
                 ExpectedVersion::NoStream => Position::default(),
                 ExpectedVersion::Exact(p) => p,
@@ -240,14 +245,18 @@ impl EventStore {
                 self.publish_one(&prepared).await
             };
             match result {
-                Err(e) if e.is_conflict() && append.expected == ExpectedVersion::Any => continue,
+                Err(e)
+                    if e.is_conflict()
+                        && append.expected == ExpectedVersion::Any
+                        && attempt < ANY_ATTEMPTS =>
+                {
+                    attempt += 1;
+                    let millis = fastrand::u64(0..=u64::from(attempt.min(10)));
+                    tokio::time::sleep(Duration::from_millis(millis)).await;
+                }
                 other => return other,
             }
         }
-        Err(AppendError::new(AppendErrorKind::Conflict {
-            expected: 0,
-            actual: None,
-        }))
     }
 
     /// Sends one prepared append as its own batch; a conflict or duplicate that is
@@ -260,9 +269,10 @@ impl EventStore {
                 self.count_appends(1);
                 Ok(appended_at(p, ack.last_seq, false))
             }
-            Ok(_) => self.resolve_duplicate(p).await?.ok_or_else(|| {
-                AppendError::new(AppendErrorKind::DuplicateEventId)
-            }),
+            Ok(_) => self
+                .resolve_duplicate(p)
+                .await?
+                .ok_or_else(|| AppendError::new(AppendErrorKind::DuplicateEventId)),
             Err(e)
                 if matches!(
                     e.kind(),
@@ -328,7 +338,10 @@ impl EventStore {
     }
 
     pub(crate) fn count_split(&self) {
-        self.inner.counters.split_batches.fetch_add(1, Ordering::Relaxed);
+        self.inner
+            .counters
+            .split_batches
+            .fetch_add(1, Ordering::Relaxed);
     }
 }
 

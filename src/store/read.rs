@@ -166,12 +166,18 @@ impl Cursor {
         for msg in messages {
             let (seq, stored_at) = stored_position(&msg)?;
             self.next_seq = seq + 1;
-            if self.until.is_some_and(|until| stored_at.is_some_and(|t| t > until)) {
+            if self
+                .until
+                .is_some_and(|until| stored_at.is_some_and(|t| t > until))
+            {
                 self.done = true;
                 break;
             }
             if !self.types.is_empty() {
-                let event_type = msg.headers.as_ref().and_then(|h| h.get(headers::EVENT_TYPE));
+                let event_type = msg
+                    .headers
+                    .as_ref()
+                    .and_then(|h| h.get(headers::EVENT_TYPE));
                 if !event_type.is_some_and(|t| self.types.contains(t.as_str())) {
                     continue;
                 }
@@ -200,10 +206,12 @@ fn header<'a>(msg: &'a Message, name: &str) -> Option<&'a str> {
 fn stored_position(msg: &Message) -> Result<(u64, Option<DateTime<Utc>>), ReadError> {
     let seq = header(msg, "Nats-Sequence")
         .and_then(|s| s.parse().ok())
-        .ok_or_else(|| ReadError::new(ReadErrorKind::Store {
-            code: 0,
-            description: "direct get reply without Nats-Sequence".into(),
-        }))?;
+        .ok_or_else(|| {
+            ReadError::new(ReadErrorKind::Store {
+                code: 0,
+                description: "direct get reply without Nats-Sequence".into(),
+            })
+        })?;
     let stored_at = header(msg, "Nats-Time-Stamp")
         .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
         .map(|t| t.with_timezone(&Utc));
@@ -212,7 +220,10 @@ fn stored_position(msg: &Message) -> Result<(u64, Option<DateTime<Utc>>), ReadEr
 
 fn check_names(aggregate: &str, id: Option<&str>) -> Result<(), ReadError> {
     validate_aggregate_name(aggregate).map_err(|reason| {
-        ReadError::new(ReadErrorKind::InvalidName { what: "aggregate", reason })
+        ReadError::new(ReadErrorKind::InvalidName {
+            what: "aggregate",
+            reason,
+        })
     })?;
     if let Some(id) = id {
         validate_id(id)
@@ -237,7 +248,9 @@ impl EventStore {
         id: &str,
         after_seq: u64,
     ) -> Result<Vec<RecordedEvent>, ReadError> {
-        self.stream_aggregate(aggregate, id, after_seq).try_collect().await
+        self.stream_aggregate(aggregate, id, after_seq)
+            .try_collect()
+            .await
     }
 
     /// At most `limit` of one aggregate's events after `after_seq`.
@@ -287,7 +300,12 @@ impl EventStore {
     /// # }
     /// ```
     pub fn read_all(&self, from_seq: u64) -> BoxStream<'static, Result<RecordedEvent, ReadError>> {
-        Cursor::new(self, self.subjects().all_events(), from_seq.saturating_sub(1)).into_stream()
+        Cursor::new(
+            self,
+            self.subjects().all_events(),
+            from_seq.saturating_sub(1),
+        )
+        .into_stream()
     }
 
     /// Events of one aggregate type, filtered by event type and stored time.
@@ -300,7 +318,10 @@ impl EventStore {
     /// let accepted: Vec<_> = store.read_by_type(query).collect().await;
     /// # }
     /// ```
-    pub fn read_by_type(&self, query: TypeQuery) -> BoxStream<'static, Result<RecordedEvent, ReadError>> {
+    pub fn read_by_type(
+        &self,
+        query: TypeQuery,
+    ) -> BoxStream<'static, Result<RecordedEvent, ReadError>> {
         if let Err(e) = check_names(&query.aggregate, None) {
             return futures::stream::once(async { Err(e) }).boxed();
         }
@@ -350,20 +371,41 @@ impl EventStore {
         stored_at: Option<DateTime<Utc>>,
     ) -> Result<RecordedEvent, ReadError> {
         let subject = header(&msg, "Nats-Subject").unwrap_or_default().to_string();
-        let malformed = |reason: String| ReadError::new(ReadErrorKind::Malformed(MalformedEvent { seq, reason }));
+        let malformed = |reason: String| {
+            ReadError::new(ReadErrorKind::Malformed(MalformedEvent { seq, reason }))
+        };
         let (aggregate, id) = self
             .subjects()
             .parse_event_subject(&subject)
             .ok_or_else(|| malformed(format!("subject {subject:?} is not an event subject")))?;
-        let h = msg.headers.as_ref().ok_or_else(|| malformed("no headers".into()))?;
-        RecordedEvent::from_parts(seq, &subject, aggregate, id, h, msg.payload.clone(), stored_at)
-            .map_err(|m| ReadError::new(ReadErrorKind::Malformed(m)))
+        let h = msg
+            .headers
+            .as_ref()
+            .ok_or_else(|| malformed("no headers".into()))?;
+        RecordedEvent::from_parts(
+            seq,
+            &subject,
+            aggregate,
+            id,
+            h,
+            msg.payload.clone(),
+            stored_at,
+        )
+        .map_err(|m| ReadError::new(ReadErrorKind::Malformed(m)))
     }
 
     /// One direct-get request; `batched` requests end with an EOB status. Returns the
     /// messages and how many more match after them.
-    async fn direct_get(&self, request: &Value, batched: bool) -> Result<(Vec<Message>, u64), ReadError> {
+    async fn direct_get(
+        &self,
+        request: &Value,
+        batched: bool,
+    ) -> Result<(Vec<Message>, u64), ReadError> {
         let inner = &self.inner;
+        inner
+            .counters
+            .reads
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut route = inner.mux.route();
         let subject = format!("$JS.API.DIRECT.GET.{}", inner.config.stream);
         let body = serde_json::to_vec(request).expect("a JSON value serializes");

@@ -23,7 +23,10 @@ impl fmt::Display for StreamErrorKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             StreamErrorKind::Request => write!(f, "JetStream stream request failed"),
-            StreamErrorKind::Incompatible { stream, differences } => write!(
+            StreamErrorKind::Incompatible {
+                stream,
+                differences,
+            } => write!(
                 f,
                 "stream {stream} exists with an incompatible configuration (left unchanged): {}",
                 differences.join("; ")
@@ -149,7 +152,10 @@ pub(crate) fn api_error(v: &Value) -> Option<(u64, String)> {
     let e = v.get("error")?;
     Some((
         e["err_code"].as_u64().unwrap_or(0),
-        e["description"].as_str().unwrap_or("unknown error").to_string(),
+        e["description"]
+            .as_str()
+            .unwrap_or("unknown error")
+            .to_string(),
     ))
 }
 

@@ -17,10 +17,15 @@ impl DomainEvent for LedgerEvent {}
 
 #[derive(Debug, Clone)]
 pub enum LedgerCommand {
-    Open { owner: String },
+    Open {
+        owner: String,
+    },
     Credit(u64),
     /// Two events from one command, to exercise atomic multi-event appends.
-    Transfer { credit: u64, debit: u64 },
+    Transfer {
+        credit: u64,
+        debit: u64,
+    },
     Debit(u64),
 }
 
@@ -50,7 +55,9 @@ impl Aggregate for Ledger {
     fn handle(&self, command: &LedgerCommand) -> Result<Vec<LedgerEvent>, LedgerError> {
         use LedgerCommand::*;
         match command {
-            Open { owner } if !self.open => Ok(vec![LedgerEvent::Opened { owner: owner.clone() }]),
+            Open { owner } if !self.open => Ok(vec![LedgerEvent::Opened {
+                owner: owner.clone(),
+            }]),
             Open { .. } => Err(LedgerError::AlreadyOpen),
             _ if !self.open => Err(LedgerError::NotOpen),
             Credit(amount) => Ok(vec![LedgerEvent::Credited { amount: *amount }]),
