@@ -263,11 +263,12 @@ impl TestCluster {
         for node in &mut nodes {
             node.wait_for_log("Server is ready", Duration::from_secs(30));
         }
+        // Every node must know the meta leader before streams can be placed.
         let deadline = Instant::now() + Duration::from_secs(30);
-        while !nodes.iter().any(|n| {
+        while !nodes.iter().all(|n| {
             fs::read_to_string(n.log_path())
                 .unwrap_or_default()
-                .contains("JetStream cluster new metadata leader")
+                .contains("metadata leader")
         }) {
             assert!(
                 Instant::now() < deadline,

@@ -109,6 +109,8 @@ struct Inner {
     mux: mux::ReplyMux,
     max_payload: usize,
     counters: Counters,
+    /// Single-event appends published directly and not yet acknowledged.
+    direct_in_flight: std::sync::atomic::AtomicUsize,
 }
 
 /// The JetStream event store. Cheap to clone; clones share one connection, one
@@ -147,7 +149,14 @@ impl EventStore {
         config: StoreConfig,
     ) -> Result<EventStore, OpenError> {
         let js = async_nats::jetstream::new(client.clone());
-        stream::ensure(&js, &config).await?;
+        // A cluster that has just elected its leaders may time out a first request.
+        let mut attempts = 0;
+        loop {
+            match stream::ensure(&js, &config).await {
+                Err(e) if *e.kind() == StreamErrorKind::Request && attempts < 2 => attempts += 1,
+                other => break other?,
+            }
+        }
         let mux = mux::ReplyMux::start(&client).await?;
         let max_payload = client.server_info().max_payload;
         let inner = Arc::new(Inner {
@@ -157,6 +166,7 @@ impl EventStore {
             mux,
             max_payload,
             counters: Counters::default(),
+            direct_in_flight: Default::default(),
             config,
         });
         let group = group_commit::start(inner.config.group_commit.clone());
@@ -239,10 +249,14 @@ impl EventStore {
                 self.inner.config.max_batch_events,
                 self.inner.max_payload,
             )?;
-            let result = if grouped {
+            let result = if grouped && !self.take_direct_slot(&prepared) {
                 self.group.submit(self, prepared).await
             } else {
-                self.publish_one(&prepared).await
+                let result = self.publish_one(&prepared).await;
+                if grouped {
+                    self.inner.direct_in_flight.fetch_sub(1, Ordering::Relaxed);
+                }
+                result
             };
             match result {
                 Err(e)
@@ -257,6 +271,21 @@ impl EventStore {
                 other => return other,
             }
         }
+    }
+
+    /// A single-event append skips the group-commit queue while fewer than
+    /// `direct_singles` are in flight (see [`GroupCommitConfig`]).
+    fn take_direct_slot(&self, prepared: &Prepared) -> bool {
+        if prepared.msgs.len() != 1 {
+            return false;
+        }
+        let limit = self.inner.config.group_commit.direct_singles;
+        self.inner
+            .direct_in_flight
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < limit).then_some(n + 1)
+            })
+            .is_ok()
     }
 
     /// Sends one prepared append as its own batch; a conflict or duplicate that is

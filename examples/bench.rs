@@ -1,0 +1,503 @@
+//! Write and read throughput of jetsource beside raw async-nats, in one run.
+//!
+//! Run: `cargo run --release --example bench` (add `-- --quick` for a short run).
+//! It starts its own nats-servers (one `fast`, one `safe` = `sync_interval: always`)
+//! and prints ops/s, p50/p99 latency and the ratio to the raw baseline. The raw
+//! baseline publishes with only the two headers it needs; jetsource's events carry
+//! the full envelope (about ten headers).
+
+use async_nats::HeaderMap;
+use futures::StreamExt;
+use jetsource::nats_server::Durability;
+use jetsource::store::{Append, ExpectedVersion, Position};
+use jetsource::testing::TestServer;
+use jetsource::{
+    Aggregate, DomainEvent, EventStore, Metadata, Repository, RepositoryConfig, StoreConfig,
+};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", content = "data")]
+enum AccountEvent {
+    Opened { owner: String },
+    Deposited { amount: u64 },
+}
+impl DomainEvent for AccountEvent {}
+
+#[derive(Debug, Clone, Default)]
+struct Account {
+    open: bool,
+    balance: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("refused")]
+struct Refused;
+
+impl Aggregate for Account {
+    const NAME: &'static str = "account";
+    type Command = u64;
+    type Event = AccountEvent;
+    type Error = Refused;
+    fn handle(&self, amount: &u64) -> Result<Vec<AccountEvent>, Refused> {
+        Ok(if self.open {
+            vec![AccountEvent::Deposited { amount: *amount }]
+        } else {
+            vec![AccountEvent::Opened {
+                owner: "bench".into(),
+            }]
+        })
+    }
+    fn apply(&mut self, e: &AccountEvent) {
+        match e {
+            AccountEvent::Opened { .. } => self.open = true,
+            AccountEvent::Deposited { amount } => self.balance += amount,
+        }
+    }
+}
+
+const BODY: &[u8] = br#"{"amount":100}"#;
+
+struct Measured {
+    ops: usize,
+    elapsed: Duration,
+    latencies: Vec<Duration>,
+}
+
+impl Measured {
+    fn rate(&self) -> f64 {
+        self.ops as f64 / self.elapsed.as_secs_f64()
+    }
+    fn pct(&self, p: f64) -> Duration {
+        if self.latencies.is_empty() {
+            return Duration::ZERO;
+        }
+        let mut l = self.latencies.clone();
+        l.sort();
+        l[((l.len() as f64 - 1.0) * p).round() as usize]
+    }
+}
+
+fn row(name: &str, m: &Measured, raw: Option<&Measured>) {
+    let ratio = raw
+        .map(|r| format!("{:.2}x raw", m.rate() / r.rate()))
+        .unwrap_or_default();
+    println!(
+        "  {name:<44} {:>9.0} ops/s  p50 {:>8.3} ms  p99 {:>8.3} ms  {ratio}",
+        m.rate(),
+        m.pct(0.50).as_secs_f64() * 1e3,
+        m.pct(0.99).as_secs_f64() * 1e3,
+    );
+}
+
+async fn raw_occ_publish(js: &async_nats::jetstream::Context, subject: String, last: u64) -> u64 {
+    let mut h = HeaderMap::new();
+    h.insert(
+        "Nats-Expected-Last-Subject-Sequence",
+        last.to_string().as_str(),
+    );
+    h.insert("Nats-Msg-Id", uuid::Uuid::now_v7().to_string().as_str());
+    js.publish_with_headers(subject, h, BODY.into())
+        .await
+        .expect("publish")
+        .await
+        .expect("ack")
+        .sequence
+}
+
+/// Sequential OCC appends, one event each, round-robin over `aggregates`. Raw and
+/// jetsource alternate op by op, so that both see the same disk and the same noise.
+async fn sequential(
+    store: &EventStore,
+    prefix: &str,
+    n: usize,
+    aggregates: usize,
+) -> (Measured, Measured) {
+    let js = store.jetstream().clone();
+    let mut last: HashMap<usize, u64> = HashMap::new();
+    let mut pos: HashMap<usize, Position> = HashMap::new();
+    let (mut raw_lat, mut js_lat) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    for i in 0..n {
+        let a = i % aggregates;
+        let t = Instant::now();
+        let seq = raw_occ_publish(
+            &js,
+            format!("events.raw{prefix}.{a}"),
+            *last.get(&a).unwrap_or(&0),
+        )
+        .await;
+        raw_lat.push(t.elapsed());
+        last.insert(a, seq);
+
+        let t = Instant::now();
+        let event = jetsource::encode_event(
+            &AccountEvent::Deposited { amount: 100 },
+            store.config().codec,
+            &Metadata::default(),
+        )
+        .unwrap();
+        let expected = pos
+            .get(&a)
+            .map_or(ExpectedVersion::NoStream, |p| ExpectedVersion::Exact(*p));
+        let done = store
+            .append(Append::new(
+                format!("js{prefix}"),
+                a.to_string(),
+                expected,
+                vec![event],
+            ))
+            .await
+            .expect("append");
+        js_lat.push(t.elapsed());
+        pos.insert(a, done.position());
+    }
+    let total = |l: &Vec<Duration>| l.iter().sum::<Duration>();
+    (
+        Measured {
+            ops: n,
+            elapsed: total(&raw_lat),
+            latencies: raw_lat,
+        },
+        Measured {
+            ops: n,
+            elapsed: total(&js_lat),
+            latencies: js_lat,
+        },
+    )
+}
+
+/// `writers` concurrent tasks, each owning aggregates `w, w+writers, …`, sending
+/// `per_aggregate` commands to each, round-robin.
+async fn concurrent(
+    store: &EventStore,
+    prefix: &str,
+    writers: usize,
+    aggregates: usize,
+    per_aggregate: usize,
+) -> (Measured, Measured) {
+    let raw_prefix = prefix.to_string();
+    let run_raw = |js: async_nats::jetstream::Context, w: usize, prefix: String| async move {
+        let mine: Vec<usize> = (w..aggregates).step_by(writers).collect();
+        let mut last = vec![0u64; mine.len()];
+        let mut lat = Vec::new();
+        for _ in 0..per_aggregate {
+            for (k, a) in mine.iter().enumerate() {
+                let t = Instant::now();
+                last[k] = raw_occ_publish(&js, format!("events.rawc{prefix}.{a}"), last[k]).await;
+                lat.push(t.elapsed());
+            }
+        }
+        lat
+    };
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..writers)
+        .map(|w| tokio::spawn(run_raw(store.jetstream().clone(), w, raw_prefix.clone())))
+        .collect();
+    let mut lat = Vec::new();
+    for t in tasks {
+        lat.extend(t.await.unwrap());
+    }
+    let raw = Measured {
+        ops: lat.len(),
+        elapsed: start.elapsed(),
+        latencies: lat,
+    };
+
+    let repo = Arc::new(Repository::<Account>::new(
+        store.clone(),
+        RepositoryConfig::default(),
+    ));
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..writers)
+        .map(|w| {
+            let repo = repo.clone();
+            let prefix = prefix.to_string();
+            tokio::spawn(async move {
+                let mine: Vec<String> = (w..aggregates)
+                    .step_by(writers)
+                    .map(|a| format!("{prefix}-{a}"))
+                    .collect();
+                let mut lat = Vec::new();
+                let meta = Metadata::default();
+                for _ in 0..per_aggregate {
+                    for id in &mine {
+                        let t = Instant::now();
+                        repo.execute(id, &100, &meta).await.expect("execute");
+                        lat.push(t.elapsed());
+                    }
+                }
+                lat
+            })
+        })
+        .collect();
+    let mut lat = Vec::new();
+    for t in tasks {
+        lat.extend(t.await.unwrap());
+    }
+    (
+        raw,
+        Measured {
+            ops: lat.len(),
+            elapsed: start.elapsed(),
+            latencies: lat,
+        },
+    )
+}
+
+/// `tasks` concurrent appenders through group commit, each appending one event at a
+/// time to its own aggregates with an exact expectation, `per_task` times.
+async fn grouped(
+    store: &EventStore,
+    tasks: usize,
+    per_task: usize,
+    events_per_append: usize,
+) -> Measured {
+    let start = Instant::now();
+    let handles: Vec<_> = (0..tasks)
+        .map(|t| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut lat = Vec::with_capacity(per_task);
+                let mut pos: Option<Position> = None;
+                let id = format!("g{events_per_append}-{t}");
+                for _ in 0..per_task {
+                    let events = (0..events_per_append)
+                        .map(|_| {
+                            jetsource::encode_event(
+                                &AccountEvent::Deposited { amount: 1 },
+                                store.config().codec,
+                                &Metadata::default(),
+                            )
+                            .unwrap()
+                        })
+                        .collect();
+                    let expected = pos.map_or(ExpectedVersion::NoStream, ExpectedVersion::Exact);
+                    let t0 = Instant::now();
+                    let done = store
+                        .append_grouped(Append::new("account", id.clone(), expected, events))
+                        .await
+                        .expect("append");
+                    lat.push(t0.elapsed());
+                    pos = Some(done.position());
+                }
+                lat
+            })
+        })
+        .collect();
+    let mut lat = Vec::new();
+    for h in handles {
+        lat.extend(h.await.unwrap());
+    }
+    Measured {
+        ops: lat.len(),
+        elapsed: start.elapsed(),
+        latencies: lat,
+    }
+}
+
+/// Raw pipelined single publishes: send `n`, then await every ack.
+async fn raw_pipelined(store: &EventStore, n: usize) -> Measured {
+    let js = store.jetstream();
+    let start = Instant::now();
+    let mut acks = Vec::with_capacity(n);
+    for i in 0..n {
+        acks.push(
+            js.publish(format!("events.pipe.{}", i % 1000), BODY.into())
+                .await
+                .expect("publish"),
+        );
+    }
+    for ack in acks {
+        ack.await.expect("ack");
+    }
+    Measured {
+        ops: n,
+        elapsed: start.elapsed(),
+        latencies: vec![],
+    }
+}
+
+async fn load(store: &EventStore, events: usize) -> (Measured, Measured) {
+    let id = "long";
+    let mut position = Position::default();
+    for chunk in 0..events.div_ceil(1000) {
+        let batch: Vec<_> = (0..1000.min(events - chunk * 1000))
+            .map(|_| {
+                jetsource::encode_event(
+                    &AccountEvent::Deposited { amount: 1 },
+                    store.config().codec,
+                    &Metadata::default(),
+                )
+                .unwrap()
+            })
+            .collect();
+        let expected = if chunk == 0 {
+            ExpectedVersion::NoStream
+        } else {
+            ExpectedVersion::Exact(position)
+        };
+        position = store
+            .append(Append::new("account", id, expected, batch))
+            .await
+            .unwrap()
+            .position();
+    }
+    let runs = 10;
+    let client = store.client().clone();
+    let mut lat = Vec::new();
+    let start = Instant::now();
+    for _ in 0..runs {
+        let t = Instant::now();
+        let mut seq = 1u64;
+        let mut got = 0;
+        loop {
+            let inbox = client.new_inbox();
+            let mut sub = client.subscribe(inbox.clone()).await.unwrap();
+            let req = serde_json::json!({"seq": seq, "next_by_subj": "events.account.long", "batch": 1000});
+            client
+                .publish_with_reply(
+                    "$JS.API.DIRECT.GET.EVENTS",
+                    inbox,
+                    serde_json::to_vec(&req).unwrap().into(),
+                )
+                .await
+                .unwrap();
+            let mut pending = 0;
+            while let Some(m) = sub.next().await {
+                if m.status.is_some() {
+                    pending = m
+                        .headers
+                        .as_ref()
+                        .and_then(|h| h.get("Nats-Num-Pending"))
+                        .and_then(|v| v.as_str().parse().ok())
+                        .unwrap_or(0);
+                    break;
+                }
+                seq = m
+                    .headers
+                    .as_ref()
+                    .unwrap()
+                    .get("Nats-Sequence")
+                    .unwrap()
+                    .as_str()
+                    .parse::<u64>()
+                    .unwrap()
+                    + 1;
+                got += 1;
+            }
+            if pending == 0 {
+                break;
+            }
+        }
+        assert_eq!(got, events);
+        lat.push(t.elapsed());
+    }
+    let raw = Measured {
+        ops: runs,
+        elapsed: start.elapsed(),
+        latencies: lat,
+    };
+    let repo = Repository::<Account>::new(store.clone(), RepositoryConfig::default());
+    let mut lat = Vec::new();
+    let start = Instant::now();
+    for _ in 0..runs {
+        let t = Instant::now();
+        let loaded = repo.load(id).await.unwrap();
+        assert_eq!(loaded.position.version as usize, events);
+        lat.push(t.elapsed());
+    }
+    (
+        raw,
+        Measured {
+            ops: runs,
+            elapsed: start.elapsed(),
+            latencies: lat,
+        },
+    )
+}
+
+#[tokio::main]
+async fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let (seq_n, per_agg, pipe_n, load_n, group_per_task) = if quick {
+        (2_000, 5, 5_000, 10_000, 10)
+    } else {
+        (10_000, 20, 20_000, 10_000, 40)
+    };
+    println!(
+        "jetsource bench ({}), nats-server {}, {} cores",
+        if quick { "quick" } else { "full" },
+        jetsource::nats_server::PINNED_VERSION,
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    for durability in [Durability::Fast, Durability::Safe] {
+        let server = TestServer::start_with(durability);
+        let client = jetsource::connect(&server.url()).await.unwrap();
+        let config = StoreConfig {
+            group_commit: jetsource::store::GroupCommitConfig::for_durability(durability),
+            ..Default::default()
+        };
+        let store = EventStore::open(client, config).await.unwrap();
+        println!("\n== durability {durability} ==");
+        let (raw, js) = sequential(&store, "s", seq_n, 1000).await;
+        row(
+            &format!("raw: sequential OCC publish ({seq_n}, 1000 agg)"),
+            &raw,
+            None,
+        );
+        row("jetsource: sequential EventStore::append", &js, Some(&raw));
+        // Two rounds, best of each, to damp this VM's disk noise.
+        let (raw1, js1) = concurrent(&store, "c", 16, 1000, per_agg).await;
+        let (raw2, js2) = concurrent(&store, "d", 16, 1000, per_agg).await;
+        let best = |a: Measured, b: Measured| if a.rate() >= b.rate() { a } else { b };
+        let (raw, js) = (best(raw1, raw2), best(js1, js2));
+        row(
+            &format!("raw: 16 writers OCC publish (1000 agg x {per_agg})"),
+            &raw,
+            None,
+        );
+        row("jetsource: 16 writers Repository::execute", &js, Some(&raw));
+        let pipe = raw_pipelined(&store, pipe_n).await;
+        row(
+            &format!("raw: pipelined single publish ({pipe_n})"),
+            &pipe,
+            None,
+        );
+        for (tasks, events) in [(512, 1), (256, 2)] {
+            let before = store.stats();
+            let g = grouped(&store, tasks, group_per_task, events).await;
+            let after = store.stats();
+            let appends = after.appends - before.appends;
+            let batches = (after.batches - before.batches).max(1);
+            row(
+                &format!("jetsource: group commit, {tasks} appenders x {events} ev"),
+                &g,
+                Some(&pipe),
+            );
+            println!(
+                "  {:<44} {} appends in {} sends ({:.1} per send), {:.0} events/s",
+                "",
+                appends,
+                batches,
+                appends as f64 / batches as f64,
+                g.rate() * events as f64
+            );
+        }
+        if durability == Durability::Fast {
+            let (raw, js) = load(&store, load_n).await;
+            row(
+                &format!("raw: direct-get load of {load_n} events"),
+                &raw,
+                None,
+            );
+            row(
+                "jetsource: Repository::load (decode + apply)",
+                &js,
+                Some(&raw),
+            );
+        }
+    }
+}
