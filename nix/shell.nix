@@ -1,0 +1,20 @@
+# `nix develop`: everything to build, test and run jetsource.
+{ pkgs }:
+
+pkgs.mkShell {
+  packages = with pkgs; [
+    cargo
+    rustc
+    clippy
+    rustfmt
+    rust-analyzer
+    cargo-nextest
+    nats-server
+    natscli
+    python3
+  ];
+
+  shellHook = ''
+    export NATS_SERVER_BIN=${pkgs.nats-server}/bin/nats-server
+  '';
+}
