@@ -8,8 +8,11 @@ use jetsource::{StoreConfig, Subjects};
 use serde_json::Value;
 
 fn catalog() -> Value {
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/subjects/catalog.json"))
-        .expect("subjects/catalog.json");
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/subjects/catalog.json"
+    ))
+    .expect("subjects/catalog.json");
     serde_json::from_str(&text).expect("catalog is JSON")
 }
 
@@ -19,8 +22,14 @@ fn the_event_stream_matches_the_catalog() {
     let stream = &c["streams"][0];
     let cfg = StoreConfig::default();
     assert_eq!(stream["name"], cfg.stream.as_str());
-    assert_eq!(stream["subjects"][0], Subjects::new("").all_events().as_str());
-    assert_eq!(stream["duplicate_window_seconds"], cfg.duplicate_window.as_secs());
+    assert_eq!(
+        stream["subjects"][0],
+        Subjects::new("").all_events().as_str()
+    );
+    assert_eq!(
+        stream["duplicate_window_seconds"],
+        cfg.duplicate_window.as_secs()
+    );
     assert_eq!(
         c["subjects"][0]["pattern"],
         Subjects::new("").aggregate("<aggregate>", "<id>").as_str()
@@ -53,7 +62,18 @@ fn every_event_header_is_in_the_catalog_and_back() {
         headers::NATS_MSG_ID,
         headers::NATS_EXPECTED_LAST_SUBJECT_SEQ,
     ];
-    assert_eq!(listed, code, "subjects/catalog.json event_headers and store::headers differ");
-    let types: Vec<&str> = c["content_types"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
-    assert_eq!(types, [Codec::Json.content_type(), Codec::Cbor.content_type()]);
+    assert_eq!(
+        listed, code,
+        "subjects/catalog.json event_headers and store::headers differ"
+    );
+    let types: Vec<&str> = c["content_types"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        types,
+        [Codec::Json.content_type(), Codec::Cbor.content_type()]
+    );
 }
