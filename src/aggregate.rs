@@ -106,6 +106,35 @@ pub trait Aggregate: Default + Clone + Debug + Send + Sync + 'static {
     fn apply(&mut self, event: &Self::Event);
 }
 
+/// How a domain refusal maps onto the command reply's fixed status table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefusalKind {
+    /// The command breaks a rule given the aggregate's state (409).
+    Rule,
+    /// A value in the command is invalid whatever the state (422).
+    InvalidValue,
+}
+
+/// A domain error the command service can answer with: a stable machine-readable
+/// code and whether it is a broken rule (409) or an invalid value (422).
+///
+/// ```
+/// #[derive(Debug, thiserror::Error)]
+/// enum CounterError { #[error("too big")] TooBig }
+/// impl jetsource::DomainError for CounterError {
+///     fn code(&self) -> &'static str { "too_big" }
+///     fn kind(&self) -> jetsource::RefusalKind { jetsource::RefusalKind::InvalidValue }
+/// }
+/// ```
+pub trait DomainError: std::error::Error + Send + Sync + 'static {
+    /// snake_case code for clients to match on, e.g. `already_registered`.
+    fn code(&self) -> &'static str;
+    /// 409 or 422.
+    fn kind(&self) -> RefusalKind {
+        RefusalKind::Rule
+    }
+}
+
 /// Why a typed event could not be turned into a stored one.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("event cannot be encoded: {0}")]

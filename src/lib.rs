@@ -10,6 +10,7 @@
 //! | room | what lives there |
 //! |---|---|
 //! | [`aggregate`] | the pure domain traits: [`Aggregate`] (`handle` decides, `apply` evolves), [`DomainEvent`], [`Upcaster`] |
+//! | [`domain`] | the reference domain: Person and Organization (pure) |
 //! | [`fixture`] | given/when/then tests for aggregates, no server needed |
 //! | [`repository`] | [`Repository`]: load, decide, append with the expected sequence, retry conflicts, cache hydrated aggregates |
 //! | [`store`] | [`EventStore`]: the `EVENTS` stream, envelope headers, JSON/CBOR codecs, ADR-50 atomic appends, group commit, paged reads |
@@ -46,6 +47,7 @@
 
 pub mod aggregate;
 pub mod connect;
+pub mod domain;
 pub mod error;
 pub mod fixture;
 pub mod nats_server;
@@ -54,7 +56,9 @@ pub mod store;
 pub mod subjects;
 pub mod testing;
 
-pub use aggregate::{decode_event, encode_event, Aggregate, DomainEvent, Upcaster};
+pub use aggregate::{
+    decode_event, encode_event, Aggregate, DomainError, DomainEvent, RefusalKind, Upcaster,
+};
 pub use connect::{connect, connect_with, ConnectError, ConnectErrorKind};
 pub use repository::{ExecuteError, Executed, Loaded, Repository, RepositoryConfig};
 pub use store::{EventStore, Metadata, NewEvent, RecordedEvent, StoreConfig};

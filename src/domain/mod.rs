@@ -1,0 +1,17 @@
+//! The reference domain: Person and Organization, pure (no I/O, no clock: every
+//! instant a rule needs arrives on the command, stamped by the node).
+//!
+//! - [`person`]: registration, contact details, offers received, employment.
+//! - [`organization`]: positions, offers extended, hiring, members.
+//! - [`validate`]: the value rules both share (names, emails, ids).
+//!
+//! Commands are externally tagged serde enums of struct variants: the node turns
+//! `cmd.person.Register` with body `{"id":…,"name":…,"email":…}` into
+//! `PersonCommand::Register { name, email }` for aggregate `id`.
+
+pub mod organization;
+pub mod person;
+pub mod validate;
+
+pub use organization::{Organization, OrganizationCommand, OrganizationError, OrganizationEvent};
+pub use person::{Person, PersonCommand, PersonError, PersonEvent};
