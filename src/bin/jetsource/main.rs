@@ -1,0 +1,73 @@
+//! The `jetsource` binary: thin commands over the library, one file each. Errors
+//! become one line on stderr and a non-zero exit code (1 for errors, 2 when a
+//! command or query was rejected).
+
+mod connection;
+mod events;
+mod node;
+mod send;
+mod status;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+/// Event-sourced, CQRS domains on NATS JetStream.
+#[derive(Parser, Debug)]
+#[command(name = "jetsource", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Serve commands and queries for Person and Organization (the `jetsource` NATS service).
+    Node(node::Args),
+    /// Send a command, e.g. `jetsource send person.Register '{"id":"p1","name":"Ada","email":"ada@example.org"}'`.
+    Send(send::Args),
+    /// Ask a query, e.g. `jetsource query person.get '{"id":"p1"}'`.
+    Query(send::QueryArgs),
+    /// Print an aggregate's events, e.g. `jetsource events person p1`.
+    Events(events::Args),
+    /// Show the nodes of the service and the event store.
+    Status(status::Args),
+    /// Find a nats-server >= 2.12 (NATS_SERVER_BIN, PATH, cache) or provision the
+    /// pinned one, and print its path.
+    NatsServer,
+}
+
+/// How a subcommand ended.
+enum Outcome {
+    Done,
+    Rejected,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Node(args) => node::run(args).await,
+        Command::Send(args) => send::run(args).await,
+        Command::Query(args) => send::query(args).await,
+        Command::Events(args) => events::run(args).await,
+        Command::Status(args) => status::run(args).await,
+        Command::NatsServer => nats_server(),
+    };
+    match result {
+        Ok(Outcome::Done) => ExitCode::SUCCESS,
+        Ok(Outcome::Rejected) => ExitCode::from(2),
+        Err(e) => {
+            eprintln!("jetsource: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+fn nats_server() -> Result<Outcome> {
+    let path = jetsource::nats_server::find_or_provision()?;
+    let version = jetsource::nats_server::binary_version(&path)?;
+    println!("{} (v{version})", path.display());
+    Ok(Outcome::Done)
+}

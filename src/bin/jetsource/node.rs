@@ -1,0 +1,88 @@
+//! `jetsource node`: the command and query service until SIGINT/SIGTERM.
+
+use crate::connection::Connection;
+use crate::{Outcome, Result};
+use jetsource::domain::{Organization, Person};
+use jetsource::nats_server::Durability;
+use jetsource::node::{IdempotencyConfig, Node, NodeConfig};
+use jetsource::store::GroupCommitConfig;
+use jetsource::{EventStore, StoreConfig};
+use std::time::Duration;
+
+#[derive(clap::Args, Debug)]
+pub(crate) struct Args {
+    #[command(flatten)]
+    connection: Connection,
+    /// How the server is run: `safe` (sync_interval: always, or R3) or `fast`
+    /// (lazy fsync); tunes group commit.
+    #[arg(long, env = "JETSOURCE_DURABILITY", default_value = "safe")]
+    durability: Durability,
+    /// Replicas of the streams and buckets jetsource creates (3 in a cluster).
+    #[arg(long, default_value_t = 1)]
+    replicas: usize,
+    /// How long command acks are kept for idempotent retries, in seconds.
+    #[arg(long, default_value_t = 600)]
+    idempotency_window: u64,
+    /// Largest request body, in bytes.
+    #[arg(long, default_value_t = 64 * 1024)]
+    max_body_bytes: usize,
+    /// Log filter (overridden by RUST_LOG), e.g. `info` or `jetsource=debug`.
+    #[arg(long, default_value = "info")]
+    log_level: String,
+    /// Seconds to let in-flight commands finish on shutdown.
+    #[arg(long, default_value_t = 10)]
+    grace: u64,
+}
+
+pub(crate) async fn run(args: Args) -> Result<Outcome> {
+    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| args.log_level.clone());
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&filter)?)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let client = args.connection.connect("jetsource node").await?;
+    let store = EventStore::open(
+        client,
+        StoreConfig {
+            prefix: args.connection.prefix.clone(),
+            replicas: args.replicas,
+            group_commit: GroupCommitConfig::for_durability(args.durability),
+            ..Default::default()
+        },
+    )
+    .await?;
+    let config = NodeConfig {
+        max_body_bytes: args.max_body_bytes,
+        idempotency: IdempotencyConfig {
+            window: Duration::from_secs(args.idempotency_window),
+            replicas: args.replicas,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let node = Node::new(store, config)
+        .register::<Person>(Default::default())
+        .register::<Organization>(Default::default())
+        .start()
+        .await?;
+    tracing::info!(url = %args.connection.nats_url, durability = %args.durability, "jetsource node ready");
+    wait_for_signal().await;
+    tracing::info!("shutting down: no new requests, finishing the ones in flight");
+    node.shutdown(Duration::from_secs(args.grace)).await;
+    Ok(Outcome::Done)
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}

@@ -1,0 +1,85 @@
+//! `jetsource status`: the service's nodes and the event store at a glance.
+
+use crate::connection::Connection;
+use crate::{Outcome, Result};
+use futures::StreamExt;
+use std::time::Duration;
+
+#[derive(clap::Args, Debug)]
+pub(crate) struct Args {
+    #[command(flatten)]
+    connection: Connection,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+pub(crate) async fn run(args: Args) -> Result<Outcome> {
+    let client = args.connection.connect("jetsource status").await?;
+    let info = client.server_info();
+    // Every node answers $SRV.STATS: gather the replies for a moment.
+    let inbox = client.new_inbox();
+    let mut replies = client.subscribe(inbox.clone()).await?;
+    client
+        .publish_with_reply(
+            format!("$SRV.STATS.{}", jetsource::node::SERVICE_NAME),
+            inbox,
+            "".into(),
+        )
+        .await?;
+    let mut nodes = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(500);
+    while let Ok(Some(msg)) = tokio::time::timeout_at(deadline, replies.next()).await {
+        if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&msg.payload) {
+            nodes.push(v);
+        }
+    }
+    let js = async_nats::jetstream::new(client.clone());
+    let stream: serde_json::Value = js
+        .request("STREAM.INFO.EVENTS".to_string(), &serde_json::json!({}))
+        .await
+        .unwrap_or(serde_json::Value::Null);
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({"server": info.version, "nodes": nodes, "events": stream["state"]})
+        );
+        return Ok(Outcome::Done);
+    }
+    println!(
+        "nats-server {} at {}",
+        info.version, args.connection.nats_url
+    );
+    let state = &stream["state"];
+    if state.is_null() {
+        println!("stream EVENTS: not created yet");
+    } else {
+        println!(
+            "stream EVENTS: {} events, {} bytes, last sequence {}, {} aggregates",
+            state["messages"], state["bytes"], state["last_seq"], state["num_subjects"]
+        );
+    }
+    println!(
+        "{} node(s) in service {}",
+        nodes.len(),
+        jetsource::node::SERVICE_NAME
+    );
+    for node in &nodes {
+        let endpoints = node["endpoints"].as_array().cloned().unwrap_or_default();
+        let sum = |field: &str| {
+            endpoints
+                .iter()
+                .map(|e| e[field].as_u64().unwrap_or(0))
+                .sum::<u64>()
+        };
+        println!(
+            "  node {} (v{}, up since {}): {} requests, {} errors",
+            node["id"].as_str().unwrap_or("?"),
+            node["version"].as_str().unwrap_or("?"),
+            node["started"].as_str().unwrap_or("?"),
+            sum("num_requests"),
+            sum("num_errors"),
+        );
+    }
+    Ok(Outcome::Done)
+}

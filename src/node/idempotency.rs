@@ -1,0 +1,90 @@
+//! The `commands` KV bucket: the ack of every executed command, under its command
+//! id, for a window. A retry inside the window gets the stored ack back.
+//!
+//! The bucket is an accelerator, not the truth: every event carries its
+//! `Jetsource-Command-Id`, and the repository answers a retry of any of an
+//! aggregate's last commands from the stream itself. So the bucket defaults to
+//! memory storage: a server crash loses only acks the events can vouch for, and
+//! safe mode pays one fsync per command, not two.
+
+use super::reply::{Rejection, Status};
+use async_nats::jetstream::{self, kv, stream::StorageType};
+use bytes::Bytes;
+use std::time::Duration;
+
+/// The bucket's name.
+pub const BUCKET: &str = "commands";
+
+/// How the `commands` bucket is kept.
+#[derive(Debug, Clone)]
+pub struct IdempotencyConfig {
+    /// How long an ack is kept (the bucket's TTL).
+    pub window: Duration,
+    /// Memory (default) or file.
+    pub storage: StorageType,
+    /// Upper bound on the bucket's size; the oldest acks go first.
+    pub max_bytes: i64,
+    /// Replicas in a cluster.
+    pub replicas: usize,
+}
+
+impl Default for IdempotencyConfig {
+    fn default() -> Self {
+        IdempotencyConfig {
+            window: Duration::from_secs(10 * 60),
+            storage: StorageType::Memory,
+            max_bytes: 256 * 1024 * 1024,
+            replicas: 1,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Acks {
+    kv: kv::Store,
+}
+
+impl Acks {
+    pub(crate) async fn open(
+        js: &jetstream::Context,
+        cfg: &IdempotencyConfig,
+    ) -> Result<Acks, jetstream::context::CreateKeyValueError> {
+        if let Ok(kv) = js.get_key_value(BUCKET).await {
+            return Ok(Acks { kv });
+        }
+        let kv = js
+            .create_key_value(kv::Config {
+                bucket: BUCKET.into(),
+                description: "jetsource: acks of executed commands, by command id".into(),
+                history: 1,
+                max_age: cfg.window,
+                max_bytes: cfg.max_bytes,
+                storage: cfg.storage,
+                num_replicas: cfg.replicas,
+                ..Default::default()
+            })
+            .await?;
+        Ok(Acks { kv })
+    }
+
+    pub(crate) async fn get(&self, command_id: &str) -> Result<Option<Bytes>, Rejection> {
+        self.kv.get(command_id).await.map_err(|e| {
+            Rejection::new(
+                Status::Unavailable,
+                "store_unavailable",
+                format!("idempotency lookup: {e}"),
+            )
+        })
+    }
+
+    /// Stores an ack without holding up the reply: a retry that overtakes it is
+    /// answered from the aggregate's own events.
+    pub(crate) fn put(&self, command_id: String, ack: Bytes) {
+        let kv = self.kv.clone();
+        tokio::spawn(async move {
+            if let Err(e) = kv.put(&command_id, ack).await {
+                tracing::warn!(command_id, error = %e, "could not store the command's ack");
+            }
+        });
+    }
+}

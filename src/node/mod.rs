@@ -1,0 +1,406 @@
+//! The command and query service: `jetsource node`.
+//!
+//! One NATS service, `jetsource` (so `$SRV.PING`, `$SRV.INFO` and `$SRV.STATS`
+//! answer), with one endpoint per command (`cmd.<aggregate>.<Command>`) and per
+//! query (`qry.<aggregate>.get|history`) of every registered aggregate, all in the
+//! service's queue group, so any number of nodes share the load. Two catch-all
+//! endpoints in a queue group of their own answer 404 for subjects no endpoint of
+//! this node serves (run nodes with the same aggregates, or a node's catch-all will
+//! answer for a command only another node knows).
+//!
+//! - [`request`]: reading a request (size, content type, id, headers).
+//! - [`reply`]: the ack, the rejection and the fixed status table.
+//! - `registry`: one registered aggregate behind a type-erased handler.
+//! - [`idempotency`]: the `commands` KV bucket.
+
+pub mod idempotency;
+mod registry;
+pub mod reply;
+pub mod request;
+
+pub use idempotency::IdempotencyConfig;
+pub use reply::{Ack, Rejection, Status};
+
+use crate::aggregate::{Aggregate, DomainError};
+use crate::repository::{Repository, RepositoryConfig};
+use crate::store::EventStore;
+use async_nats::service::{self, ServiceExt};
+use bytes::Bytes;
+use futures::StreamExt;
+use registry::{Handler, Registered};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
+use tracing::Instrument;
+
+/// The service name every node registers under.
+pub const SERVICE_NAME: &str = "jetsource";
+
+/// How a node serves.
+///
+/// ```
+/// let cfg = jetsource::node::NodeConfig { max_body_bytes: 16 * 1024, ..Default::default() };
+/// assert_eq!(cfg.max_in_flight, 4096);
+/// ```
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// Largest request body accepted (bytes); larger ones get a 400.
+    pub max_body_bytes: usize,
+    /// Requests handled at once; more wait in the client connection.
+    pub max_in_flight: usize,
+    /// The `commands` bucket.
+    pub idempotency: IdempotencyConfig,
+    /// Most events one `history` query returns.
+    pub history_limit: usize,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            max_body_bytes: 64 * 1024,
+            max_in_flight: 4096,
+            idempotency: IdempotencyConfig::default(),
+            history_limit: 1000,
+        }
+    }
+}
+
+/// What went wrong starting a node.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The service or an endpoint could not be added.
+    #[error("could not start the NATS service: {0}")]
+    Service(async_nats::Error),
+    /// The `commands` bucket could not be opened.
+    #[error("could not open the commands bucket: {0}")]
+    Idempotency(#[from] async_nats::jetstream::context::CreateKeyValueError),
+    /// An aggregate was registered twice.
+    #[error("aggregate {0} is registered twice")]
+    Duplicate(&'static str),
+}
+
+/// A node being assembled: the store plus the aggregates it serves.
+///
+/// ```no_run
+/// # async fn demo(store: jetsource::EventStore) -> Result<(), Box<dyn std::error::Error>> {
+/// use jetsource::domain::{Organization, Person};
+/// let node = jetsource::node::Node::new(store, Default::default())
+///     .register::<Person>(Default::default())
+///     .register::<Organization>(Default::default())
+///     .start()
+///     .await?;
+/// tokio::signal::ctrl_c().await?;
+/// node.shutdown(std::time::Duration::from_secs(10)).await;
+/// # Ok(()) }
+/// ```
+pub struct Node {
+    store: EventStore,
+    config: NodeConfig,
+    handlers: Vec<Arc<dyn Handler>>,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<_> = self.handlers.iter().map(|h| h.aggregate()).collect();
+        f.debug_struct("Node").field("aggregates", &names).finish()
+    }
+}
+
+struct Context {
+    acks: idempotency::Acks,
+    config: NodeConfig,
+    known: HashSet<String>,
+}
+
+impl Node {
+    /// A node over `store` serving nothing yet.
+    pub fn new(store: EventStore, config: NodeConfig) -> Node {
+        Node {
+            store,
+            config,
+            handlers: Vec::new(),
+        }
+    }
+
+    /// Serves aggregate `A`: its commands (the variants of `A::Command`, an
+    /// externally tagged serde enum of struct variants) and its `get`/`history`
+    /// queries. One line per aggregate.
+    pub fn register<A>(mut self, config: RepositoryConfig) -> Node
+    where
+        A: Aggregate + Serialize,
+        A::Command: DeserializeOwned,
+        A::Error: DomainError,
+    {
+        self.handlers.push(Arc::new(Registered::<A> {
+            repository: Repository::new(self.store.clone(), config),
+            commands: registry::variant_names::<A::Command>(),
+        }));
+        self
+    }
+
+    /// Joins the `jetsource` service and starts answering.
+    pub async fn start(self) -> Result<RunningNode, NodeError> {
+        let mut seen = HashSet::new();
+        for h in &self.handlers {
+            if !seen.insert(h.aggregate()) {
+                return Err(NodeError::Duplicate(h.aggregate()));
+            }
+        }
+        let client = self.store.client().clone();
+        let prefix = self.store.subjects().prefix().to_string();
+        let acks =
+            idempotency::Acks::open(self.store.jetstream(), &self.config.idempotency).await?;
+        let aggregates: Vec<_> = self.handlers.iter().map(|h| h.aggregate()).collect();
+        let service = client
+            .service_builder()
+            .description("jetsource command and query service")
+            .metadata([("aggregates".to_string(), aggregates.join(","))].into())
+            .start(SERVICE_NAME, env!("CARGO_PKG_VERSION"))
+            .await
+            .map_err(NodeError::Service)?;
+
+        let mut known = HashSet::new();
+        let mut routes: Vec<(String, Route)> = Vec::new();
+        for h in &self.handlers {
+            let agg = h.aggregate();
+            for &command in h.commands() {
+                routes.push((
+                    format!("{prefix}cmd.{agg}.{command}"),
+                    Route::Command(h.clone(), command),
+                ));
+            }
+            for query in ["get", "history"] {
+                routes.push((
+                    format!("{prefix}qry.{agg}.{query}"),
+                    Route::Query(h.clone(), query),
+                ));
+            }
+        }
+        known.extend(routes.iter().map(|(s, _)| s.clone()));
+        let context = Arc::new(Context {
+            acks,
+            config: self.config.clone(),
+            known,
+        });
+        let in_flight = Arc::new(Semaphore::new(self.config.max_in_flight));
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let mut loops = JoinSet::new();
+        let mut endpoints = Vec::new();
+        for (subject, route) in routes {
+            let endpoint = service
+                .endpoint_builder()
+                .name(subject.replace('.', "-").replace('>', "all"))
+                .add(subject.clone())
+                .await
+                .map_err(NodeError::Service)?;
+            endpoints.push((endpoint, route));
+        }
+        for wildcard in ["cmd.>", "qry.>"] {
+            let endpoint = service
+                .endpoint_builder()
+                .name(format!("unknown-{}", &wildcard[..3]))
+                .queue_group("jetsource-unknown")
+                .add(format!("{prefix}{wildcard}"))
+                .await
+                .map_err(NodeError::Service)?;
+            endpoints.push((endpoint, Route::Unknown));
+        }
+        for (endpoint, route) in endpoints {
+            loops.spawn(serve_endpoint(
+                endpoint,
+                route,
+                context.clone(),
+                in_flight.clone(),
+                stop_rx.clone(),
+            ));
+        }
+        tracing::info!(aggregates = ?aggregates, "node serving");
+        Ok(RunningNode {
+            service,
+            loops,
+            stop: stop_tx,
+            in_flight,
+            max_in_flight: self.config.max_in_flight,
+        })
+    }
+}
+
+#[derive(Clone)]
+enum Route {
+    Command(Arc<dyn Handler>, &'static str),
+    Query(Arc<dyn Handler>, &'static str),
+    Unknown,
+}
+
+/// A serving node.
+pub struct RunningNode {
+    service: service::Service,
+    loops: JoinSet<()>,
+    stop: watch::Sender<bool>,
+    in_flight: Arc<Semaphore>,
+    max_in_flight: usize,
+}
+
+impl std::fmt::Debug for RunningNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunningNode").finish_non_exhaustive()
+    }
+}
+
+impl RunningNode {
+    /// The service's per-endpoint statistics (what `$SRV.STATS` reports).
+    pub async fn stats(&self) -> std::collections::HashMap<String, service::endpoint::Stats> {
+        self.service.stats().await
+    }
+
+    /// Stops taking requests, lets the ones in flight finish (up to `grace`), and
+    /// leaves the service.
+    pub async fn shutdown(mut self, grace: Duration) {
+        let _ = self.stop.send(true);
+        while self.loops.join_next().await.is_some() {}
+        let all = u32::try_from(self.max_in_flight).unwrap_or(u32::MAX);
+        if tokio::time::timeout(grace, self.in_flight.acquire_many(all))
+            .await
+            .is_err()
+        {
+            tracing::warn!("shutdown grace period over with requests still in flight");
+        }
+        if let Err(e) = self.service.stop().await {
+            tracing::warn!(error = %e, "leaving the service");
+        }
+        tracing::info!("node stopped");
+    }
+}
+
+async fn serve_endpoint(
+    mut endpoint: service::endpoint::Endpoint,
+    route: Route,
+    context: Arc<Context>,
+    in_flight: Arc<Semaphore>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let request = tokio::select! {
+            r = endpoint.next() => match r { Some(r) => r, None => return },
+            _ = stop.changed() => {
+                let _ = endpoint.stop().await;
+                return;
+            }
+        };
+        if matches!(route, Route::Unknown)
+            && context.known.contains(request.message.subject.as_str())
+        {
+            continue; // A real endpoint of this node answers it.
+        }
+        let Ok(permit) = in_flight.clone().acquire_owned().await else {
+            return;
+        };
+        let route = route.clone();
+        let context = context.clone();
+        tokio::spawn(async move {
+            handle(&context, route, request).await;
+            drop(permit);
+        });
+    }
+}
+
+async fn handle(context: &Context, route: Route, request: service::Request) {
+    let msg = &request.message;
+    let span = tracing::info_span!(
+        "request",
+        subject = %msg.subject,
+        correlation_id = tracing::field::Empty
+    );
+    async {
+        let result = match &route {
+            Route::Command(h, command) => command_reply(context, h.as_ref(), command, msg).await,
+            Route::Query(h, query) => query_reply(context, h.as_ref(), query, msg).await,
+            Route::Unknown => Err(Rejection::new(
+                Status::NotFound,
+                "unknown_subject",
+                format!("no command or query is served on {}", msg.subject),
+            )),
+        };
+        let sent = match result {
+            Ok(body) => {
+                tracing::debug!("accepted");
+                request.respond(Ok(body)).await
+            }
+            Err(rejection) => {
+                match rejection.status {
+                    Status::Unavailable => tracing::warn!(%rejection, "rejected"),
+                    _ => tracing::info!(%rejection, "rejected"),
+                }
+                request
+                    .respond_with_headers(Ok(rejection.body()), rejection.headers())
+                    .await
+            }
+        };
+        if let Err(e) = sent {
+            tracing::warn!(error = %e, "could not send the reply");
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+async fn command_reply(
+    context: &Context,
+    handler: &dyn Handler,
+    command: &str,
+    msg: &async_nats::Message,
+) -> Result<Bytes, Rejection> {
+    let command_id = request::command_id(msg)?;
+    let body = request::body(msg, context.config.max_body_bytes)?;
+    let expected = request::expected_version(msg)?;
+    // A retry inside the window gets the stored ack, byte for byte.
+    if let Some(ack) = context.acks.get(&command_id).await? {
+        return Ok(ack);
+    }
+    let metadata = request::metadata(msg, &command_id);
+    if let Some(correlation) = &metadata.correlation_id {
+        tracing::Span::current().record("correlation_id", correlation.as_str());
+    }
+    let ack = handler.execute(command, body, metadata, expected).await?;
+    let bytes = Bytes::from(serde_json::to_vec(&ack).expect("an ack serializes"));
+    context.acks.put(command_id, bytes.clone());
+    Ok(bytes)
+}
+
+async fn query_reply(
+    context: &Context,
+    handler: &dyn Handler,
+    query: &str,
+    msg: &async_nats::Message,
+) -> Result<Bytes, Rejection> {
+    let body = request::body(msg, context.config.max_body_bytes)?;
+    let number = |name: &str| -> Result<Option<u64>, Rejection> {
+        match body.fields.get(name) {
+            None | Some(serde_json::Value::Null) => Ok(None),
+            Some(v) => v.as_u64().map(Some).ok_or_else(|| {
+                Rejection::new(
+                    Status::Malformed,
+                    "malformed",
+                    format!("\"{name}\" must be a non-negative integer"),
+                )
+            }),
+        }
+    };
+    let value = match query {
+        "get" => handler.get(&body.id).await?,
+        _ => {
+            let after = number("after")?.unwrap_or(0);
+            let limit = number("limit")?.map_or(context.config.history_limit, |l| {
+                (l as usize).min(context.config.history_limit)
+            });
+            handler.history(&body.id, after, limit).await?
+        }
+    };
+    Ok(serde_json::to_vec(&value)
+        .expect("a JSON value serializes")
+        .into())
+}
