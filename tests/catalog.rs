@@ -77,3 +77,75 @@ fn every_event_header_is_in_the_catalog_and_back() {
         [Codec::Json.content_type(), Codec::Cbor.content_type()]
     );
 }
+
+/// Variant names of a serde enum, read from serde's own "unknown variant" message
+/// for a value with an impossible variant (test-only: the node discovers command
+/// names on its own, so this twin catches a change in either).
+fn variants<E: serde::de::DeserializeOwned>(impossible: Value) -> Vec<String> {
+    let err = serde_json::from_value::<E>(impossible)
+        .err()
+        .expect("no such variant")
+        .to_string();
+    let list = err.split("expected one of ").nth(1).expect(&err);
+    list.split(", ")
+        .map(|s| {
+            s.trim_matches(|c: char| c == '`' || c.is_whitespace())
+                .split('`')
+                .next()
+                .unwrap()
+                .to_string()
+        })
+        .collect()
+}
+
+fn event_names<E: serde::de::DeserializeOwned>() -> Vec<String> {
+    variants::<E>(serde_json::json!({"type": "\u{1}", "data": null}))
+}
+
+fn command_names<C: serde::de::DeserializeOwned>() -> Vec<String> {
+    variants::<C>(serde_json::json!({"\u{1}": {}}))
+}
+
+fn listed(c: &Value, aggregate: &str, what: &str) -> Vec<String> {
+    c["aggregates"][aggregate][what]
+        .as_array()
+        .unwrap_or_else(|| panic!("catalog has no {aggregate}.{what}"))
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn commands_and_events_of_each_aggregate_match_the_catalog() {
+    use jetsource::domain::*;
+    let c = catalog();
+    let person_commands = command_names::<PersonCommand>();
+    let org_commands = command_names::<OrganizationCommand>();
+    assert_eq!(listed(&c, "person", "commands"), person_commands);
+    assert_eq!(listed(&c, "organization", "commands"), org_commands);
+    assert_eq!(listed(&c, "person", "events"), event_names::<PersonEvent>());
+    assert_eq!(
+        listed(&c, "organization", "events"),
+        event_names::<OrganizationEvent>()
+    );
+    // DESIGN's public names exist as written.
+    for name in ["Register", "ChangeEmail", "AcceptOffer", "DeclineOffer"] {
+        assert!(person_commands.iter().any(|c| c == name), "{name}");
+    }
+    for name in ["Register", "OpenPosition", "ExtendOffer"] {
+        assert!(org_commands.iter().any(|c| c == name), "{name}");
+    }
+    assert_eq!(c["service"]["name"], jetsource::node::SERVICE_NAME);
+    assert_eq!(
+        c["buckets"][0]["name"],
+        jetsource::node::idempotency::BUCKET
+    );
+    let headers: Vec<&str> = c["command_headers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["name"].as_str().unwrap())
+        .collect();
+    assert!(headers.contains(&jetsource::node::request::COMMAND_ID));
+    assert!(headers.contains(&jetsource::node::request::EXPECTED_VERSION));
+}

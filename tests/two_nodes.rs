@@ -1,0 +1,153 @@
+//! Two real `jetsource node` processes serving the same aggregates under
+//! concurrent clients: conflicts are retried and nothing is lost.
+
+use jetsource::testing::TestServer;
+use serde_json::{json, Value};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct NodeProcess(Child);
+
+impl NodeProcess {
+    fn start(url: &str) -> NodeProcess {
+        let child = Command::new(env!("CARGO_BIN_EXE_jetsource"))
+            .args(["node", "--nats-url", url, "--log-level", "warn"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start jetsource node");
+        NodeProcess(child)
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn wait_for_nodes(client: &async_nats::Client, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let inbox = client.new_inbox();
+        let mut sub = client.subscribe(inbox.clone()).await.unwrap();
+        client
+            .publish_with_reply("$SRV.PING.jetsource", inbox, "".into())
+            .await
+            .unwrap();
+        let mut seen = 0;
+        while let Ok(Some(_)) = tokio::time::timeout(
+            Duration::from_millis(200),
+            futures::StreamExt::next(&mut sub),
+        )
+        .await
+        {
+            seen += 1;
+        }
+        if seen >= n {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {seen} of {n} nodes came up"
+        );
+    }
+}
+
+#[tokio::test]
+async fn two_node_processes_share_the_load_and_lose_nothing() {
+    let server = TestServer::start();
+    let client = jetsource::connect(&server.url()).await.unwrap();
+    let _a = NodeProcess::start(&server.url());
+    let _b = NodeProcess::start(&server.url());
+    wait_for_nodes(&client, 2).await;
+
+    let send = |client: async_nats::Client, subject: &'static str, body: Value| async move {
+        let reply = client
+            .request(subject, serde_json::to_vec(&body).unwrap().into())
+            .await
+            .expect("a reply");
+        serde_json::from_slice::<Value>(&reply.payload).unwrap()
+    };
+    let orgs = 4;
+    for o in 0..orgs {
+        let r = send(
+            client.clone(),
+            "cmd.organization.Register",
+            json!({"id": format!("org{o}"), "name": "Org"}),
+        )
+        .await;
+        assert_eq!(r["status"], "accepted", "{r}");
+    }
+    // 16 clients open positions on the same 4 organizations at once: every node
+    // sees the others' writes only through conflicts.
+    let per_client = 25;
+    let tasks: Vec<_> = (0..16)
+        .map(|c| {
+            let client = client.clone();
+            tokio::spawn(async move {
+                let mut accepted = 0;
+                for i in 0..per_client {
+                    let body = json!({"id": format!("org{}", (c + i) % orgs), "position_id": format!("c{c}-{i}"), "title": "Role"});
+                    let r = send(client.clone(), "cmd.organization.OpenPosition", body).await;
+                    assert_eq!(r["status"], "accepted", "{r}");
+                    accepted += 1;
+                }
+                accepted
+            })
+        })
+        .collect();
+    let mut accepted = 0;
+    for t in tasks {
+        accepted += t.await.unwrap();
+    }
+    assert_eq!(accepted, 16 * per_client);
+
+    let mut positions = 0;
+    for o in 0..orgs {
+        let r = send(
+            client.clone(),
+            "qry.organization.get",
+            json!({"id": format!("org{o}")}),
+        )
+        .await;
+        let n = r["state"]["positions"].as_object().unwrap().len();
+        assert_eq!(
+            r["version"].as_u64().unwrap() as usize,
+            n + 1,
+            "versions must be contiguous: {r}"
+        );
+        positions += n;
+    }
+    assert_eq!(positions, accepted, "every accepted command left its event");
+
+    // Both processes did some of the work.
+    let inbox = client.new_inbox();
+    let mut sub = client.subscribe(inbox.clone()).await.unwrap();
+    client
+        .publish_with_reply("$SRV.STATS.jetsource", inbox, "".into())
+        .await
+        .unwrap();
+    let mut per_node = Vec::new();
+    while let Ok(Some(msg)) = tokio::time::timeout(
+        Duration::from_millis(300),
+        futures::StreamExt::next(&mut sub),
+    )
+    .await
+    {
+        let v: Value = serde_json::from_slice(&msg.payload).unwrap();
+        let n: u64 = v["endpoints"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["num_requests"].as_u64().unwrap_or(0))
+            .sum();
+        per_node.push(n);
+    }
+    assert_eq!(per_node.len(), 2, "{per_node:?}");
+    assert!(
+        per_node.iter().all(|n| *n > 0),
+        "the queue group must spread requests: {per_node:?}"
+    );
+}
