@@ -1,6 +1,8 @@
 //! Write and read throughput of jetsource beside raw async-nats, in one run.
 //!
 //! Run: `cargo run --release --example bench` (add `-- --quick` for a short run).
+//! The end-to-end part runs the release `jetsource` binary as its own process and
+//! builds it first if it is missing.
 //! It starts its own nats-servers (one `fast`, one `safe` = `sync_interval: always`)
 //! and prints ops/s, p50/p99 latency and the ratio to the raw baseline. The raw
 //! baseline publishes with only the two headers it needs; jetsource's events carry
@@ -298,6 +300,123 @@ async fn grouped(
     }
 }
 
+/// The release `jetsource` binary beside this example, built if missing.
+fn node_binary() -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let release = exe
+        .parent()
+        .and_then(|p| p.parent())
+        .expect("target/release");
+    let bin = release.join("jetsource");
+    if !bin.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = std::process::Command::new(cargo)
+            .args(["build", "--release", "--bin", "jetsource"])
+            .status()
+            .expect("run cargo build");
+        assert!(status.success(), "building the jetsource binary failed");
+    }
+    bin
+}
+
+/// User + system CPU seconds a process has used.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(f64::NAN)
+    };
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+fn peak_rss_mib(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .map(str::to_string)
+        })
+        .and_then(|l| {
+            l.split_whitespace()
+                .nth(1)
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+async fn timed_request(
+    client: async_nats::Client,
+    subject: &'static str,
+    body: serde_json::Value,
+) -> Duration {
+    let t = Instant::now();
+    let reply = client
+        .request(subject, serde_json::to_vec(&body).unwrap().into())
+        .await
+        .expect("reply");
+    assert!(reply.headers.is_none(), "rejected: {:?}", reply.payload);
+    t.elapsed()
+}
+
+/// `clients` clients, each with `depth` requests in flight, send `per_aggregate`
+/// commands to each of their aggregates over request/reply to a node process:
+/// first `Register`, then `ChangeName`s.
+async fn end_to_end(
+    client: &async_nats::Client,
+    run: &str,
+    clients: usize,
+    depth: usize,
+    aggregates: usize,
+    per_aggregate: usize,
+) -> Measured {
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..clients)
+        .map(|c| {
+            let client = client.clone();
+            let run = run.to_string();
+            tokio::spawn(async move {
+                let mine: Vec<usize> = (c..aggregates).step_by(clients).collect();
+                let mut lat = Vec::new();
+                for round in 0..per_aggregate {
+                    let requests: Vec<_> = mine
+                        .iter()
+                        .map(|a| {
+                            let id = format!("{run}-{a}");
+                            let (subject, body) = if round == 0 {
+                                ("cmd.person.Register", serde_json::json!({"id": id, "name": "Bench Person", "email": "bench@example.org"}))
+                            } else {
+                                ("cmd.person.ChangeName", serde_json::json!({"id": id, "name": format!("Name {round}")}))
+                            };
+                            timed_request(client.clone(), subject, body)
+                        })
+                        .collect();
+                    let done: Vec<Duration> = futures::stream::iter(requests).buffer_unordered(depth).collect().await;
+                    lat.extend(done);
+                }
+                lat
+            })
+        })
+        .collect();
+    let mut lat = Vec::new();
+    for t in tasks {
+        lat.extend(t.await.unwrap());
+    }
+    Measured {
+        ops: lat.len(),
+        elapsed: start.elapsed(),
+        latencies: lat,
+    }
+}
+
 /// Raw pipelined single publishes: send `n`, then await every ack.
 async fn raw_pipelined(store: &EventStore, n: usize) -> Measured {
     let js = store.jetstream();
@@ -419,6 +538,20 @@ async fn load(store: &EventStore, events: usize) -> (Measured, Measured) {
     )
 }
 
+async fn wait_for_service(client: &async_nats::Client) {
+    for _ in 0..200 {
+        if client
+            .request("$SRV.PING.jetsource", "".into())
+            .await
+            .is_ok()
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the node did not come up");
+}
+
 #[tokio::main]
 async fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
@@ -486,6 +619,61 @@ async fn main() {
                 g.rate() * events as f64
             );
         }
+        let mut node = std::process::Command::new(node_binary())
+            .args([
+                "node",
+                "--nats-url",
+                &server.url(),
+                "--durability",
+                &durability.to_string(),
+                "--log-level",
+                "warn",
+            ])
+            .spawn()
+            .expect("start the node");
+        wait_for_service(store.client()).await;
+        let (node_cpu, server_cpu) = (cpu_seconds(node.id()), cpu_seconds(server.pid().unwrap()));
+        let e2e = end_to_end(
+            store.client(),
+            &format!("e2e-{durability}"),
+            16,
+            1,
+            1000,
+            per_agg,
+        )
+        .await;
+        println!(
+            "  {:<44} CPU per command: node {:.0} us, nats-server {:.0} us",
+            "",
+            (cpu_seconds(node.id()) - node_cpu) * 1e6 / e2e.ops as f64,
+            (cpu_seconds(server.pid().unwrap()) - server_cpu) * 1e6 / e2e.ops as f64
+        );
+        row(
+            &format!("jetsource node: 16 clients request/reply (1000 x {per_agg})"),
+            &e2e,
+            Some(&raw),
+        );
+        let deep = end_to_end(
+            store.client(),
+            &format!("deep-{durability}"),
+            16,
+            8,
+            1000,
+            per_agg,
+        )
+        .await;
+        row(
+            "jetsource node: 16 clients x 8 in flight",
+            &deep,
+            Some(&raw),
+        );
+        println!(
+            "  {:<44} node peak RSS {:.1} MiB",
+            "",
+            peak_rss_mib(node.id())
+        );
+        let _ = node.kill();
+        let _ = node.wait();
         if durability == Durability::Fast {
             let (raw, js) = load(&store, load_n).await;
             row(

@@ -193,7 +193,8 @@ async fn a_two_event_command_is_stored_whole_with_metadata_on_every_event() {
         .with_actor("bob")
         .with_tenant("t1")
         .with_command_id("c-9");
-    repo.execute("t", &LedgerCommand::Open { owner: "o".into() }, &meta)
+    let open = meta.clone().with_command_id("c-8");
+    repo.execute("t", &LedgerCommand::Open { owner: "o".into() }, &open)
         .await
         .unwrap();
     let done = repo
@@ -210,8 +211,78 @@ async fn a_two_event_command_is_stored_whole_with_metadata_on_every_event() {
     assert_eq!(done.version, 3);
     let stored = store.read_aggregate("ledger", "t", 0).await.unwrap();
     assert_eq!(stored.len(), 3);
-    assert!(stored.iter().all(|e| e.metadata == meta));
+    assert!(stored[1..].iter().all(|e| e.metadata == meta));
     assert_eq!(stored[2].seq, done.seq);
+}
+
+#[tokio::test]
+async fn a_command_id_seen_in_the_stream_is_not_executed_again_by_any_node() {
+    let server = TestServer::start();
+    let node_a = Repository::<Ledger>::new(open_store(&server).await, RepositoryConfig::default());
+    let node_b = Repository::<Ledger>::new(open_store(&server).await, RepositoryConfig::default());
+    let meta = |id: &str| Metadata::default().with_command_id(id);
+    node_a
+        .execute(
+            "d",
+            &LedgerCommand::Open { owner: "o".into() },
+            &meta("open"),
+        )
+        .await
+        .unwrap();
+    // Node B's cache is warm before A's credit: it must still see the command in the stream.
+    node_b
+        .execute("d", &LedgerCommand::Credit(1), &meta("credit-1"))
+        .await
+        .unwrap();
+    let first = node_a
+        .execute(
+            "d",
+            &LedgerCommand::Transfer {
+                credit: 7,
+                debit: 2,
+            },
+            &meta("xfer"),
+        )
+        .await
+        .unwrap();
+    let again = node_b
+        .execute(
+            "d",
+            &LedgerCommand::Transfer {
+                credit: 7,
+                debit: 2,
+            },
+            &meta("xfer"),
+        )
+        .await
+        .unwrap();
+    assert!(again.duplicate && !first.duplicate);
+    assert_eq!(
+        (again.version, again.seq, &again.event_types),
+        (first.version, first.seq, &first.event_types)
+    );
+    let same_node = node_a
+        .execute(
+            "d",
+            &LedgerCommand::Transfer {
+                credit: 7,
+                debit: 2,
+            },
+            &meta("xfer"),
+        )
+        .await
+        .unwrap();
+    assert!(same_node.duplicate);
+    assert_eq!(
+        node_a
+            .store()
+            .read_aggregate("ledger", "d", 0)
+            .await
+            .unwrap()
+            .len(),
+        4
+    );
+    assert_eq!(node_b.load("d").await.unwrap().state.balance, 6);
 }
 
 #[tokio::test]

@@ -354,13 +354,17 @@ async fn command_reply(
     command: &str,
     msg: &async_nats::Message,
 ) -> Result<Bytes, Rejection> {
-    let command_id = request::command_id(msg)?;
+    let client_id = request::client_command_id(msg)?;
     let body = request::body(msg, context.config.max_body_bytes)?;
     let expected = request::expected_version(msg)?;
-    // A retry inside the window gets the stored ack, byte for byte.
-    if let Some(ack) = context.acks.get(&command_id).await? {
-        return Ok(ack);
+    // A retry inside the window gets the stored ack, byte for byte. A command sent
+    // without an id cannot be a retry: no lookup.
+    if let Some(id) = &client_id {
+        if let Some(ack) = context.acks.get(id).await? {
+            return Ok(ack);
+        }
     }
+    let command_id = client_id.unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
     let metadata = request::metadata(msg, &command_id);
     if let Some(correlation) = &metadata.correlation_id {
         tracing::Span::current().record("correlation_id", correlation.as_str());

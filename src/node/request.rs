@@ -84,10 +84,10 @@ pub(crate) fn body(msg: &Message, max_bytes: usize) -> Result<Body, Rejection> {
     Ok(Body { id, fields })
 }
 
-/// The command's idempotency key, client-given (validated) or fresh.
-pub(crate) fn command_id(msg: &Message) -> Result<String, Rejection> {
+/// The command's idempotency key if the client sent one (validated).
+pub(crate) fn client_command_id(msg: &Message) -> Result<Option<String>, Rejection> {
     match header(msg, COMMAND_ID) {
-        None => Ok(uuid::Uuid::now_v7().to_string()),
+        None => Ok(None),
         Some(id) => {
             let ok = !id.is_empty()
                 && id.len() <= MAX_COMMAND_ID
@@ -95,7 +95,7 @@ pub(crate) fn command_id(msg: &Message) -> Result<String, Rejection> {
                     .chars()
                     .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '='));
             if ok {
-                Ok(id.to_string())
+                Ok(Some(id.to_string()))
             } else {
                 Err(Rejection::new(
                     Status::Invalid,
