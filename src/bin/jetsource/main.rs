@@ -32,7 +32,7 @@ enum Command {
     /// Show the nodes of the service and the event store.
     Status(status::Args),
     /// Find a nats-server >= 2.12 (NATS_SERVER_BIN, PATH, cache) or provision the
-    /// pinned one, and print its path.
+    /// pinned one; print its path on stdout (its version on stderr).
     NatsServer,
 }
 
@@ -68,6 +68,7 @@ type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 fn nats_server() -> Result<Outcome> {
     let path = jetsource::nats_server::find_or_provision()?;
     let version = jetsource::nats_server::binary_version(&path)?;
-    println!("{} (v{version})", path.display());
+    println!("{}", path.display());
+    eprintln!("nats-server v{version}");
     Ok(Outcome::Done)
 }
