@@ -198,15 +198,7 @@ async fn concurrent(
     let tasks: Vec<_> = (0..writers)
         .map(|w| tokio::spawn(run_raw(store.jetstream().clone(), w, raw_prefix.clone())))
         .collect();
-    let mut lat = Vec::new();
-    for t in tasks {
-        lat.extend(t.await.unwrap());
-    }
-    let raw = Measured {
-        ops: lat.len(),
-        elapsed: start.elapsed(),
-        latencies: lat,
-    };
+    let raw = gather(tasks, start).await;
 
     let repo = Arc::new(Repository::<Account>::new(
         store.clone(),
@@ -235,18 +227,7 @@ async fn concurrent(
             })
         })
         .collect();
-    let mut lat = Vec::new();
-    for t in tasks {
-        lat.extend(t.await.unwrap());
-    }
-    (
-        raw,
-        Measured {
-            ops: lat.len(),
-            elapsed: start.elapsed(),
-            latencies: lat,
-        },
-    )
+    (raw, gather(tasks, start).await)
 }
 
 /// `tasks` concurrent appenders through group commit, each appending one event at a
@@ -289,15 +270,7 @@ async fn grouped(
             })
         })
         .collect();
-    let mut lat = Vec::new();
-    for h in handles {
-        lat.extend(h.await.unwrap());
-    }
-    Measured {
-        ops: lat.len(),
-        elapsed: start.elapsed(),
-        latencies: lat,
-    }
+    gather(handles, start).await
 }
 
 /// The release `jetsource` binary beside this example, built if missing.
@@ -406,14 +379,19 @@ async fn end_to_end(
             })
         })
         .collect();
-    let mut lat = Vec::new();
+    gather(tasks, start).await
+}
+
+/// Waits for tasks that each return their latencies; one measurement of them all.
+async fn gather(tasks: Vec<tokio::task::JoinHandle<Vec<Duration>>>, start: Instant) -> Measured {
+    let mut latencies = Vec::new();
     for t in tasks {
-        lat.extend(t.await.unwrap());
+        latencies.extend(t.await.unwrap());
     }
     Measured {
-        ops: lat.len(),
+        ops: latencies.len(),
         elapsed: start.elapsed(),
-        latencies: lat,
+        latencies,
     }
 }
 

@@ -9,21 +9,13 @@ use jetsource::store::{
 };
 use jetsource::testing::TestServer;
 use jetsource::{decode_event, encode_event, EventStore, Metadata, NewEvent, StoreConfig};
-use support::{event, open_store, LedgerEvent};
+use support::{append_new, event, open_store, LedgerEvent};
 
 #[tokio::test]
 async fn first_append_then_exact_append_stamps_contiguous_versions() {
     let server = TestServer::start();
     let store = open_store(&server).await;
-    let a = store
-        .append(Append::new(
-            "ledger",
-            "a",
-            ExpectedVersion::NoStream,
-            vec![event(1), event(2)],
-        ))
-        .await
-        .unwrap();
+    let a = append_new(&store, "a", vec![event(1), event(2)]).await;
     assert_eq!(
         (a.first_seq, a.last_seq, a.version, a.duplicate),
         (1, 2, 2, false)
@@ -57,15 +49,7 @@ async fn first_append_then_exact_append_stamps_contiguous_versions() {
 async fn a_stale_expectation_is_a_typed_conflict_with_expected_and_actual() {
     let server = TestServer::start();
     let store = open_store(&server).await;
-    store
-        .append(Append::new(
-            "ledger",
-            "a",
-            ExpectedVersion::NoStream,
-            vec![event(1), event(2)],
-        ))
-        .await
-        .unwrap();
+    append_new(&store, "a", vec![event(1), event(2)]).await;
     let err = store
         .append(Append::new(
             "ledger",
@@ -105,15 +89,7 @@ async fn a_stale_expectation_is_a_typed_conflict_with_expected_and_actual() {
 async fn a_conflicting_multi_event_append_stores_nothing() {
     let server = TestServer::start();
     let store = open_store(&server).await;
-    store
-        .append(Append::new(
-            "ledger",
-            "a",
-            ExpectedVersion::NoStream,
-            vec![event(1)],
-        ))
-        .await
-        .unwrap();
+    append_new(&store, "a", vec![event(1)]).await;
     let many: Vec<NewEvent> = (0..50).map(event).collect();
     let err = store
         .append(Append::new("ledger", "a", ExpectedVersion::NoStream, many))
@@ -187,15 +163,7 @@ async fn retrying_the_same_events_stores_nothing_twice() {
     }
     // A reused event id in a different append is refused, not silently dropped.
     let reused = event(9);
-    store
-        .append(Append::new(
-            "ledger",
-            "x",
-            ExpectedVersion::NoStream,
-            vec![reused.clone(), event(10)],
-        ))
-        .await
-        .unwrap();
+    append_new(&store, "x", vec![reused.clone(), event(10)]).await;
     let err = store
         .append(Append::new(
             "ledger",
@@ -238,15 +206,7 @@ async fn json_and_cbor_events_share_a_stream_and_round_trip_with_metadata() {
     let credited = LedgerEvent::Credited { amount: u64::MAX };
     let e1 = encode_event(&opened, json_store.config().codec, &meta).unwrap();
     let e2 = encode_event(&credited, cbor_store.config().codec, &meta).unwrap();
-    let a = json_store
-        .append(Append::new(
-            "ledger",
-            "mixed",
-            ExpectedVersion::NoStream,
-            vec![e1.clone()],
-        ))
-        .await
-        .unwrap();
+    let a = append_new(&json_store, "mixed", vec![e1.clone()]).await;
     cbor_store
         .append(Append::new(
             "ledger",
@@ -374,15 +334,7 @@ async fn a_ten_thousand_event_aggregate_loads_whole_and_streams() {
             .unwrap()
             .position();
         // Interleave another aggregate so the read has to skip.
-        store
-            .append(Append::new(
-                "ledger",
-                format!("other-{chunk}"),
-                ExpectedVersion::NoStream,
-                vec![event(0)],
-            ))
-            .await
-            .unwrap();
+        append_new(&store, format!("other-{chunk}"), vec![event(0)]).await;
     }
     let all = store.read_aggregate("ledger", "long", 0).await.unwrap();
     assert_eq!(all.len(), 10_000);
@@ -410,29 +362,13 @@ async fn the_global_log_and_type_scans_filter_without_decoding_skipped_bodies() 
         &Default::default(),
     )
     .unwrap();
-    store
-        .append(Append::new(
-            "ledger",
-            "a",
-            ExpectedVersion::NoStream,
-            vec![opened, event(5)],
-        ))
-        .await
-        .unwrap();
+    append_new(&store, "a", vec![opened, event(5)]).await;
     // An undecodable body of a type the scan skips must not break it.
     let junk = NewEvent {
         payload: bytes::Bytes::from_static(b"\xff not json"),
         ..NewEvent::encode("Junk", 1, &(), Codec::Json, Metadata::default()).unwrap()
     };
-    store
-        .append(Append::new(
-            "ledger",
-            "b",
-            ExpectedVersion::NoStream,
-            vec![junk],
-        ))
-        .await
-        .unwrap();
+    append_new(&store, "b", vec![junk]).await;
     let midpoint = chrono::Utc::now();
     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     store
@@ -444,15 +380,7 @@ async fn the_global_log_and_type_scans_filter_without_decoding_skipped_bodies() 
         ))
         .await
         .unwrap();
-    store
-        .append(Append::new(
-            "ledger",
-            "d",
-            ExpectedVersion::NoStream,
-            vec![event(7)],
-        ))
-        .await
-        .unwrap();
+    append_new(&store, "d", vec![event(7)]).await;
 
     let log: Vec<_> = store.read_all(1).try_collect().await.unwrap();
     assert_eq!(
@@ -511,15 +439,7 @@ async fn the_global_log_and_type_scans_filter_without_decoding_skipped_bodies() 
 async fn a_stored_message_that_is_not_an_event_is_an_error_naming_its_sequence() {
     let server = TestServer::start();
     let store = open_store(&server).await;
-    store
-        .append(Append::new(
-            "ledger",
-            "a",
-            ExpectedVersion::NoStream,
-            vec![event(1)],
-        ))
-        .await
-        .unwrap();
+    append_new(&store, "a", vec![event(1)]).await;
     // Someone publishes a bare message onto the aggregate's subject.
     let js = store.jetstream();
     js.publish("events.ledger.a", "raw".into())

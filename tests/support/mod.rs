@@ -97,3 +97,20 @@ pub fn event(n: u64) -> jetsource::NewEvent {
     )
     .expect("encode")
 }
+
+/// Appends `events` to a new ledger `id`, expecting success.
+pub async fn append_new(
+    store: &EventStore,
+    id: &str,
+    events: Vec<jetsource::NewEvent>,
+) -> jetsource::store::Appended {
+    store
+        .append(jetsource::store::Append::new(
+            "ledger",
+            id,
+            jetsource::store::ExpectedVersion::NoStream,
+            events,
+        ))
+        .await
+        .unwrap_or_else(|e| panic!("append to ledger {id}: {e}"))
+}
