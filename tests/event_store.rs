@@ -334,7 +334,7 @@ async fn a_ten_thousand_event_aggregate_loads_whole_and_streams() {
             .unwrap()
             .position();
         // Interleave another aggregate so the read has to skip.
-        append_new(&store, format!("other-{chunk}"), vec![event(0)]).await;
+        append_new(&store, &format!("other-{chunk}"), vec![event(0)]).await;
     }
     let all = store.read_aggregate("ledger", "long", 0).await.unwrap();
     assert_eq!(all.len(), 10_000);
