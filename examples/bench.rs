@@ -395,20 +395,35 @@ async fn gather(tasks: Vec<tokio::task::JoinHandle<Vec<Duration>>>, start: Insta
     }
 }
 
-/// Raw pipelined single publishes: send `n`, then await every ack.
+/// Raw pipelined single publishes: `n` of them, up to a thousand acks outstanding
+/// (async-nats holds a publish back once its in-flight ack limit is reached).
 async fn raw_pipelined(store: &EventStore, n: usize) -> Measured {
     let js = store.jetstream();
     let start = Instant::now();
-    let mut acks = Vec::with_capacity(n);
+    let mut acks = futures::stream::FuturesUnordered::<
+        std::pin::Pin<
+            Box<
+                dyn std::future::Future<
+                        Output = Result<
+                            async_nats::jetstream::publish::PublishAck,
+                            async_nats::jetstream::context::PublishError,
+                        >,
+                    > + Send,
+            >,
+        >,
+    >::new();
     for i in 0..n {
-        acks.push(
+        if acks.len() >= 1000 {
+            acks.next().await.expect("an ack").expect("ack");
+        }
+        acks.push(Box::pin(std::future::IntoFuture::into_future(
             js.publish(format!("events.pipe.{}", i % 1000), BODY.into())
                 .await
                 .expect("publish"),
-        );
+        )));
     }
-    for ack in acks {
-        ack.await.expect("ack");
+    while let Some(ack) = acks.next().await {
+        ack.expect("ack");
     }
     Measured {
         ops: n,
