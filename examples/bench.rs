@@ -29,7 +29,7 @@ enum AccountEvent {
 }
 impl DomainEvent for AccountEvent {}
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct Account {
     open: bool,
     balance: u64,
@@ -60,6 +60,8 @@ impl Aggregate for Account {
         }
     }
 }
+
+impl jetsource::snapshot::Snapshot for Account {}
 
 const BODY: &[u8] = br#"{"amount":100}"#;
 
@@ -432,7 +434,7 @@ async fn raw_pipelined(store: &EventStore, n: usize) -> Measured {
     }
 }
 
-async fn load(store: &EventStore, events: usize) -> (Measured, Measured) {
+async fn load(store: &EventStore, events: usize) -> (Measured, Measured, Measured) {
     let id = "long";
     let mut position = Position::default();
     for chunk in 0..events.div_ceil(1000) {
@@ -512,7 +514,31 @@ async fn load(store: &EventStore, events: usize) -> (Measured, Measured) {
         elapsed: start.elapsed(),
         latencies: lat,
     };
-    let repo = Repository::<Account>::new(store.clone(), RepositoryConfig::default());
+    let plain = Repository::<Account>::new(store.clone(), RepositoryConfig::default());
+    let full = time_loads(&plain, id, runs, events).await;
+    // A snapshot every 1,000 events: the load reads the snapshot and nothing after it.
+    let snapshotting =
+        Repository::<Account>::with_snapshots(store.clone(), RepositoryConfig::default(), 1000)
+            .await
+            .unwrap();
+    snapshotting.load(id).await.unwrap(); // writes the first snapshot
+    let bucket = store
+        .jetstream()
+        .get_key_value(jetsource::snapshot::BUCKET)
+        .await
+        .unwrap();
+    while bucket.get(format!("account.{id}")).await.unwrap().is_none() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let fresh =
+        Repository::<Account>::with_snapshots(store.clone(), RepositoryConfig::default(), 1000)
+            .await
+            .unwrap();
+    let snapped = time_loads(&fresh, id, runs, events).await;
+    (raw, full, snapped)
+}
+
+async fn time_loads(repo: &Repository<Account>, id: &str, runs: usize, events: usize) -> Measured {
     let mut lat = Vec::new();
     let start = Instant::now();
     for _ in 0..runs {
@@ -521,14 +547,11 @@ async fn load(store: &EventStore, events: usize) -> (Measured, Measured) {
         assert_eq!(loaded.position.version as usize, events);
         lat.push(t.elapsed());
     }
-    (
-        raw,
-        Measured {
-            ops: runs,
-            elapsed: start.elapsed(),
-            latencies: lat,
-        },
-    )
+    Measured {
+        ops: runs,
+        elapsed: start.elapsed(),
+        latencies: lat,
+    }
 }
 
 async fn wait_for_service(client: &async_nats::Client) {
@@ -668,7 +691,7 @@ async fn main() {
         let _ = node.kill();
         let _ = node.wait();
         if durability == Durability::Fast {
-            let (raw, js) = load(&store, load_n).await;
+            let (raw, full, snapped) = load(&store, load_n).await;
             row(
                 &format!("raw: direct-get load of {load_n} events"),
                 &raw,
@@ -676,9 +699,10 @@ async fn main() {
             );
             row(
                 "jetsource: Repository::load (decode + apply)",
-                &js,
+                &full,
                 Some(&raw),
             );
+            row("jetsource: load from a snapshot", &snapped, Some(&raw));
         }
     }
 }

@@ -13,6 +13,7 @@
 //! | [`domain`] | the reference domain: Person and Organization (pure) |
 //! | [`fixture`] | given/when/then tests for aggregates, no server needed |
 //! | [`repository`] | [`Repository`]: load, decide, append with the expected sequence, retry conflicts, cache hydrated aggregates |
+//! | [`snapshot`] | opt-in snapshots in KV `snapshots`: a load reads only the events after one |
 //! | [`store`] | [`EventStore`]: the `EVENTS` stream, envelope headers, JSON/CBOR codecs, ADR-50 atomic appends, group commit, paged reads |
 //! | [`node`] | the command and query service: `cmd.<aggregate>.<Command>`, `qry.<aggregate>.<query>`, idempotency |
 //! | [`subjects`] | every subject name and the rules for ids in them |
@@ -54,6 +55,7 @@ pub mod fixture;
 pub mod nats_server;
 pub mod node;
 pub mod repository;
+pub mod snapshot;
 pub mod store;
 pub mod subjects;
 pub mod testing;

@@ -7,6 +7,7 @@
 //! itself; across processes the server's expected-sequence check keeps order.
 
 use crate::aggregate::{decode_event, encode_event, Aggregate, EncodeError};
+use crate::snapshot::{CommandRecord, Snapshot, Snapshots};
 use crate::store::{
     Append, AppendError, AppendErrorKind, EventStore, ExpectedVersion, Metadata, Position,
     ReadError, ReadErrorKind,
@@ -53,15 +54,6 @@ impl Default for RepositoryConfig {
 
 /// How many recent commands per cached aggregate are remembered for deduplication.
 const RECENT_COMMANDS: usize = 64;
-
-/// What an executed command left in the stream, kept to answer its retries.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct CommandRecord {
-    command_id: String,
-    version: u64,
-    seq: u64,
-    event_types: Vec<String>,
-}
 
 /// An aggregate's state and where it stands in the store.
 #[derive(Debug, Clone)]
@@ -192,6 +184,7 @@ pub struct Repository<A: Aggregate> {
     store: EventStore,
     cache: Mutex<LruCache<String, Slot<A>>>,
     config: RepositoryConfig,
+    snapshots: Option<Snapshots<A>>,
 }
 
 impl<A: Aggregate> Repository<A> {
@@ -202,7 +195,32 @@ impl<A: Aggregate> Repository<A> {
             store,
             cache: Mutex::new(LruCache::new(capacity)),
             config,
+            snapshots: None,
         }
+    }
+
+    /// A repository that keeps a snapshot of each aggregate every `every` events
+    /// (in KV `snapshots`) and loads from the latest one.
+    ///
+    /// ```no_run
+    /// # async fn demo(store: jetsource::EventStore) -> Result<(), Box<dyn std::error::Error>> {
+    /// use jetsource::domain::Person;
+    /// let people = jetsource::Repository::<Person>::with_snapshots(store, Default::default(), 100).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn with_snapshots(
+        store: EventStore,
+        config: RepositoryConfig,
+        every: u64,
+    ) -> Result<Self, async_nats::jetstream::context::CreateKeyValueError>
+    where
+        A: Snapshot,
+    {
+        let snapshots = Snapshots::open(&store, every).await?;
+        Ok(Repository {
+            snapshots: Some(snapshots),
+            ..Repository::new(store, config)
+        })
     }
 
     /// The store underneath.
@@ -238,7 +256,18 @@ impl<A: Aggregate> Repository<A> {
             position: Position::default(),
             recent: Default::default(),
         };
-        let mut events = self.store.stream_aggregate(A::NAME, id, 0);
+        if let Some(restored) = match &self.snapshots {
+            Some(s) => s.load(id).await,
+            None => None,
+        } {
+            loaded.state = restored.state;
+            loaded.position = restored.position;
+            loaded.recent = restored.recent.into();
+        }
+        let from_snapshot = loaded.position.version;
+        let mut events = self
+            .store
+            .stream_aggregate(A::NAME, id, loaded.position.seq);
         while let Some(recorded) = events.try_next().await? {
             let event = decode_event::<A::Event>(&recorded)
                 .map_err(|m| ReadError::new(ReadErrorKind::Malformed(m)))?;
@@ -256,6 +285,7 @@ impl<A: Aggregate> Repository<A> {
                 );
             }
         }
+        self.snapshot_if_due(id, &loaded, from_snapshot);
         Ok(loaded)
     }
 
@@ -355,6 +385,7 @@ impl<A: Aggregate> Repository<A> {
                     for e in &events {
                         loaded.state.apply(e);
                     }
+                    let before = loaded.position.version;
                     loaded.position = appended.position();
                     if let Some(command_id) = &metadata.command_id {
                         let types: &Vec<String> = &event_types;
@@ -363,6 +394,7 @@ impl<A: Aggregate> Repository<A> {
                             loaded.remember(command_id, appended.last_seq, version, t);
                         }
                     }
+                    self.snapshot_if_due(id, loaded, before);
                     return Ok(Executed {
                         version: appended.version,
                         seq: appended.last_seq,
@@ -407,6 +439,17 @@ impl<A: Aggregate> Repository<A> {
                     resends += 1;
                 }
                 other => return other,
+            }
+        }
+    }
+
+    /// Writes a snapshot (in the background) when the aggregate passed a multiple
+    /// of the snapshot interval since `since_version`.
+    fn snapshot_if_due(&self, id: &str, loaded: &Loaded<A>, since_version: u64) {
+        if let Some(s) = &self.snapshots {
+            if s.due(since_version, loaded.position.version) {
+                let recent: Vec<_> = loaded.recent.iter().cloned().collect();
+                s.save(id, &loaded.state, loaded.position, &recent);
             }
         }
     }

@@ -198,7 +198,7 @@ impl DomainError for OrganizationError {
 }
 
 /// Where a position stands.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "status")]
 #[allow(missing_docs)]
 pub enum PositionStatus {
@@ -218,7 +218,7 @@ impl PositionStatus {
 }
 
 /// A position.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Position {
     /// Its title.
     pub title: String,
@@ -227,7 +227,7 @@ pub struct Position {
 }
 
 /// Where an extended offer stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[allow(missing_docs)]
 pub enum OfferStatus {
@@ -249,7 +249,7 @@ impl OfferStatus {
 }
 
 /// An offer as the organization sees it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExtendedOffer {
     /// For which position.
     pub position_id: String,
@@ -262,7 +262,7 @@ pub struct ExtendedOffer {
 }
 
 /// An organization's state.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Organization {
     /// Registered at all.
     pub registered: bool,
@@ -429,6 +429,8 @@ impl Organization {
         }
     }
 }
+
+impl crate::snapshot::Snapshot for Organization {}
 
 impl Aggregate for Organization {
     const NAME: &'static str = "organization";

@@ -213,7 +213,7 @@ impl DomainError for PersonError {
 }
 
 /// Where an offer a person received stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[allow(missing_docs)]
 pub enum OfferStatus {
@@ -240,7 +240,7 @@ impl OfferStatus {
 }
 
 /// An offer as the person sees it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ReceivedOffer {
     /// Who offered.
     pub organization_id: String,
@@ -253,7 +253,7 @@ pub struct ReceivedOffer {
 }
 
 /// A current employment.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Employment {
     /// Employer.
     pub organization_id: String,
@@ -264,7 +264,7 @@ pub struct Employment {
 }
 
 /// A person's state.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Person {
     /// Registered at all.
     pub registered: bool,
@@ -484,6 +484,8 @@ impl Person {
         }
     }
 }
+
+impl crate::snapshot::Snapshot for Person {}
 
 impl Aggregate for Person {
     const NAME: &'static str = "person";

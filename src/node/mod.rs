@@ -129,14 +129,26 @@ impl Node {
     /// Serves aggregate `A`: its commands (the variants of `A::Command`, an
     /// externally tagged serde enum of struct variants) and its `get`/`history`
     /// queries. One line per aggregate.
-    pub fn register<A>(mut self, config: RepositoryConfig) -> Node
+    pub fn register<A>(self, config: RepositoryConfig) -> Node
+    where
+        A: Aggregate + Serialize,
+        A::Command: DeserializeOwned,
+        A::Error: DomainError,
+    {
+        let repository = Repository::<A>::new(self.store.clone(), config);
+        self.serve(repository)
+    }
+
+    /// Serves aggregate `A` through a repository built elsewhere (with snapshots,
+    /// say). It should be over this node's store.
+    pub fn serve<A>(mut self, repository: Repository<A>) -> Node
     where
         A: Aggregate + Serialize,
         A::Command: DeserializeOwned,
         A::Error: DomainError,
     {
         self.handlers.push(Arc::new(Registered::<A> {
-            repository: Repository::new(self.store.clone(), config),
+            repository,
             commands: registry::variant_names::<A::Command>(),
         }));
         self

@@ -39,7 +39,7 @@ pub enum LedgerError {
     InsufficientFunds,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Ledger {
     pub open: bool,
     pub balance: u64,

@@ -6,7 +6,7 @@ use jetsource::domain::{Organization, Person};
 use jetsource::nats_server::Durability;
 use jetsource::node::{IdempotencyConfig, Node, NodeConfig};
 use jetsource::store::GroupCommitConfig;
-use jetsource::{EventStore, StoreConfig};
+use jetsource::{EventStore, Repository, StoreConfig};
 use std::time::Duration;
 
 #[derive(clap::Args, Debug)]
@@ -29,6 +29,9 @@ pub(crate) struct Args {
     /// Log filter (overridden by RUST_LOG), e.g. `info` or `jetsource=debug`.
     #[arg(long, default_value = "info")]
     log_level: String,
+    /// Snapshot every N events of an aggregate.
+    #[arg(long, default_value_t = 100)]
+    snapshot_every: u64,
     /// Seconds to let in-flight commands finish on shutdown.
     #[arg(long, default_value_t = 10)]
     grace: u64,
@@ -61,9 +64,21 @@ pub(crate) async fn run(args: Args) -> Result<Outcome> {
         },
         ..Default::default()
     };
+    let people = Repository::<Person>::with_snapshots(
+        store.clone(),
+        Default::default(),
+        args.snapshot_every,
+    )
+    .await?;
+    let organizations = Repository::<Organization>::with_snapshots(
+        store.clone(),
+        Default::default(),
+        args.snapshot_every,
+    )
+    .await?;
     let node = Node::new(store, config)
-        .register::<Person>(Default::default())
-        .register::<Organization>(Default::default())
+        .serve(people)
+        .serve(organizations)
         .start()
         .await?;
     tracing::info!(url = %args.connection.nats_url, durability = %args.durability, "jetsource node ready");
