@@ -12,6 +12,7 @@
 //! | [`aggregate`] | the pure domain traits: [`Aggregate`] (`handle` decides, `apply` evolves), [`DomainEvent`], [`Upcaster`] |
 //! | [`domain`] | the reference domain: Person and Organization (pure) |
 //! | [`fixture`] | given/when/then tests for aggregates, no server needed |
+//! | [`projection`] | read models: `Projection`, `View`, the runner (consumer `proj_<name>`, KV `view_<name>`, `checkpoints`, `DLQ`) |
 //! | [`repository`] | [`Repository`]: load, decide, append with the expected sequence, retry conflicts, cache hydrated aggregates |
 //! | [`snapshot`] | opt-in snapshots in KV `snapshots`: a load reads only the events after one |
 //! | [`store`] | [`EventStore`]: the `EVENTS` stream, envelope headers, JSON/CBOR codecs, ADR-50 atomic appends, group commit, paged reads |
@@ -54,6 +55,7 @@ pub mod error;
 pub mod fixture;
 pub mod nats_server;
 pub mod node;
+pub mod projection;
 pub mod repository;
 pub mod snapshot;
 pub mod store;

@@ -4,11 +4,13 @@
 //! - [`person`]: registration, contact details, offers received, employment.
 //! - [`organization`]: positions, offers extended, hiring, members.
 //! - [`validate`]: the value rules both share (names, emails, ids).
+//! - [`directory`]: the `person_directory` projection (people by id and email).
 //!
 //! Commands are externally tagged serde enums of struct variants: the node turns
 //! `cmd.person.Register` with body `{"id":…,"name":…,"email":…}` into
 //! `PersonCommand::Register { name, email }` for aggregate `id`.
 
+pub mod directory;
 pub mod organization;
 pub mod person;
 pub mod validate;

@@ -1,0 +1,144 @@
+//! Projections: read models kept in KV buckets by a durable consumer.
+//!
+//! A [`Projection`] names the aggregate types it reads and applies one event at a
+//! time to a [`View`]: the rows of bucket `view_<name>`. `apply` is pure and
+//! synchronous; when it asks for a row not loaded yet, the runner loads it and runs
+//! `apply` again for that event, so projection code never does I/O.
+//!
+//! - [`runner`]: the consumer `proj_<name>`, batching, checkpoints in KV
+//!   `checkpoints`, idempotence, dead letters in stream `DLQ`.
+
+pub mod runner;
+
+pub use runner::{PoisonPolicy, ProjectionRunner, RunnerConfig, RunnerError};
+
+use crate::store::RecordedEvent;
+use serde_json::Value;
+use std::collections::HashMap;
+use std::fmt;
+
+/// A read model built from events.
+///
+/// ```
+/// use jetsource::projection::{ApplyError, Projection, View};
+/// struct Counts;
+/// impl Projection for Counts {
+///     fn name(&self) -> &str { "counts" }
+///     fn aggregates(&self) -> &[&'static str] { &["person"] }
+///     fn apply(&self, view: &mut View, event: &jetsource::RecordedEvent) -> Result<(), ApplyError> {
+///         let n = view.get(&event.event_type)?.and_then(|v| v.as_u64()).unwrap_or(0);
+///         view.put(&event.event_type, serde_json::json!(n + 1));
+///         Ok(())
+///     }
+/// }
+/// ```
+pub trait Projection: Send + Sync + 'static {
+    /// The name: consumer `proj_<name>`, bucket `view_<name>`. Letters, digits, `_`.
+    fn name(&self) -> &str;
+    /// The aggregate types whose events it reads.
+    fn aggregates(&self) -> &[&'static str];
+    /// Applies one event. Return [`ApplyError::Failed`] for an event that cannot be
+    /// applied (it is retried, then parked); propagate a [`View::get`] miss with `?`.
+    fn apply(&self, view: &mut View, event: &RecordedEvent) -> Result<(), ApplyError>;
+}
+
+/// Why an event was not applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApplyError {
+    /// A row the event needs is not loaded yet (the runner loads it and retries).
+    Missing(String),
+    /// The event cannot be applied.
+    Failed(String),
+}
+
+impl fmt::Display for ApplyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ApplyError::Missing(key) => write!(f, "row {key} is not loaded"),
+            ApplyError::Failed(reason) => write!(f, "{reason}"),
+        }
+    }
+}
+
+impl std::error::Error for ApplyError {}
+
+/// A row as stored: its value (or a deletion) and the stream sequence of the event
+/// that last wrote it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Row {
+    /// Stream sequence of the last event that changed it.
+    pub seq: u64,
+    /// The row; `None` once deleted.
+    pub value: Option<Value>,
+}
+
+/// The rows of one view as a batch sees them: loaded rows plus this batch's changes.
+#[derive(Debug, Default)]
+pub struct View {
+    loaded: HashMap<String, Option<Row>>,
+    changed: HashMap<String, Row>,
+    seq: u64,
+    /// What the current event overwrote, to undo it if the event does not apply.
+    undo: Vec<(String, Option<Row>)>,
+}
+
+impl View {
+    /// A row's current value, `Ok(None)` if there is none.
+    pub fn get(&self, key: &str) -> Result<Option<&Value>, ApplyError> {
+        if let Some(row) = self.changed.get(key) {
+            return Ok(row.value.as_ref());
+        }
+        match self.loaded.get(key) {
+            Some(row) => Ok(row.as_ref().and_then(|r| r.value.as_ref())),
+            None => Err(ApplyError::Missing(key.to_string())),
+        }
+    }
+
+    /// Sets a row. A stored row already written by this or a later event is left
+    /// alone, so replaying an event changes nothing.
+    pub fn put(&mut self, key: &str, value: Value) {
+        self.write(key, Some(value));
+    }
+
+    /// Deletes a row (with the same replay rule as [`put`](Self::put)).
+    pub fn delete(&mut self, key: &str) {
+        self.write(key, None);
+    }
+
+    fn write(&mut self, key: &str, value: Option<Value>) {
+        // A stored row that this or a later event already wrote keeps its value
+        // (a replay after a crash must not, say, count twice); within the batch,
+        // only a later event's write wins over this one.
+        let done = match (self.changed.get(key), self.loaded.get(key)) {
+            (Some(row), _) => row.seq > self.seq,
+            (None, Some(Some(row))) => row.seq >= self.seq,
+            _ => false,
+        };
+        if !done {
+            let before = self.changed.insert(
+                key.to_string(),
+                Row {
+                    seq: self.seq,
+                    value,
+                },
+            );
+            self.undo.push((key.to_string(), before));
+        }
+    }
+
+    /// Starts applying the event at `seq`.
+    fn begin(&mut self, seq: u64) {
+        self.seq = seq;
+        self.undo.clear();
+    }
+
+    /// Takes back what the current event wrote.
+    fn rollback(&mut self) {
+        while let Some((key, before)) = self.undo.pop() {
+            match before {
+                Some(row) => self.changed.insert(key, row),
+                None => self.changed.remove(&key),
+            };
+        }
+    }
+}

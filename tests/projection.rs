@@ -1,0 +1,289 @@
+//! The projection runner against a real server: catch-up, idempotent replays,
+//! poison events parked in DLQ.
+
+use async_nats::jetstream::kv;
+use futures::StreamExt;
+use jetsource::domain::directory::{email_key, person_key, PersonDirectory};
+use jetsource::domain::{Person, PersonCommand};
+use jetsource::projection::{
+    ApplyError, PoisonPolicy, Projection, ProjectionRunner, RunnerConfig, RunnerError, View,
+};
+use jetsource::testing::TestServer;
+use jetsource::{EventStore, Metadata, RecordedEvent, Repository, RepositoryConfig, StoreConfig};
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+async fn setup() -> (TestServer, EventStore, Repository<Person>) {
+    let server = TestServer::start_with(jetsource::nats_server::Durability::Fast);
+    let client = jetsource::connect(&server.url()).await.unwrap();
+    let store = EventStore::open(client, StoreConfig::default())
+        .await
+        .unwrap();
+    let people = Repository::<Person>::new(store.clone(), RepositoryConfig::default());
+    (server, store, people)
+}
+
+async fn register(people: &Repository<Person>, id: &str, name: &str, email: &str) {
+    people
+        .execute(
+            id,
+            &PersonCommand::Register {
+                name: name.into(),
+                email: email.into(),
+            },
+            &Metadata::default(),
+        )
+        .await
+        .unwrap();
+}
+
+async fn last_seq(store: &EventStore) -> u64 {
+    let mut stream = store.jetstream().get_stream("EVENTS").await.unwrap();
+    stream.info().await.unwrap().state.last_sequence
+}
+
+async fn catch_up<P: Projection>(runner: &mut ProjectionRunner<P>, store: &EventStore) {
+    let target = last_seq(store).await;
+    for _ in 0..100 {
+        if runner.checkpoint() >= target {
+            return;
+        }
+        runner.step().await.unwrap();
+    }
+    panic!("runner stuck at {} of {target}", runner.checkpoint());
+}
+
+async fn rows(store: &EventStore, bucket: &str) -> BTreeMap<String, Value> {
+    let kv: kv::Store = store.jetstream().get_key_value(bucket).await.unwrap();
+    let mut keys = kv.keys().await.unwrap();
+    let mut out = BTreeMap::new();
+    while let Some(key) = keys.next().await {
+        let key = key.unwrap();
+        let row: Value = serde_json::from_slice(&kv.get(&key).await.unwrap().unwrap()).unwrap();
+        out.insert(key, row);
+    }
+    out
+}
+
+#[tokio::test]
+async fn the_directory_catches_up_in_batches_and_follows_email_changes() {
+    let (_server, store, people) = setup().await;
+    for i in 0..300 {
+        register(
+            &people,
+            &format!("p{i}"),
+            &format!("Person {i}"),
+            &format!("p{i}@example.org"),
+        )
+        .await;
+    }
+    for i in 0..50 {
+        let cmd = PersonCommand::ChangeEmail {
+            email: format!("new{i}@example.org"),
+        };
+        people
+            .execute(&format!("p{i}"), &cmd, &Metadata::default())
+            .await
+            .unwrap();
+    }
+    people
+        .execute("p7", &PersonCommand::Deactivate {}, &Metadata::default())
+        .await
+        .unwrap();
+    let mut runner = ProjectionRunner::new(
+        store.clone(),
+        PersonDirectory,
+        RunnerConfig {
+            batch: 128,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    catch_up(&mut runner, &store).await;
+    let view = rows(&store, "view_person_directory").await;
+    let person = |id: &str| view[&person_key(id)]["value"].clone();
+    assert_eq!(person("p3")["email"], "new3@example.org");
+    assert_eq!(person("p299")["name"], "Person 299");
+    assert_eq!(person("p7")["active"], false);
+    assert_eq!(view[&email_key("new3@example.org")]["value"]["id"], "p3");
+    assert_eq!(
+        view[&email_key("p3@example.org")]["value"],
+        Value::Null,
+        "the old email no longer points anywhere"
+    );
+    assert_eq!(view[&email_key("p60@example.org")]["value"]["id"], "p60");
+    let seq = view[&person_key("p3")]["seq"].as_u64().unwrap();
+    assert!(
+        seq > 300,
+        "a row remembers the event that last wrote it: {seq}"
+    );
+
+    // Later events are picked up by the same runner.
+    register(&people, "late", "Late Person", "late@example.org").await;
+    catch_up(&mut runner, &store).await;
+    assert_eq!(
+        rows(&store, "view_person_directory").await[&person_key("late")]["value"]["name"],
+        "Late Person"
+    );
+}
+
+#[tokio::test]
+async fn replaying_every_event_over_an_existing_view_changes_nothing() {
+    let (_server, store, people) = setup().await;
+    for i in 0..40 {
+        register(
+            &people,
+            &format!("p{i}"),
+            "Same",
+            &format!("p{i}@example.org"),
+        )
+        .await;
+        people
+            .execute(
+                &format!("p{i}"),
+                &PersonCommand::ChangeName {
+                    name: format!("Name {i}"),
+                },
+                &Metadata::default(),
+            )
+            .await
+            .unwrap();
+    }
+    let mut runner = ProjectionRunner::new(store.clone(), PersonDirectory, RunnerConfig::default())
+        .await
+        .unwrap();
+    catch_up(&mut runner, &store).await;
+    let before = rows(&store, "view_person_directory").await;
+    // Lose the consumer and the checkpoint (say, a botched migration): every event
+    // is delivered again onto the existing rows.
+    store
+        .jetstream()
+        .get_stream("EVENTS")
+        .await
+        .unwrap()
+        .delete_consumer("proj_person_directory")
+        .await
+        .unwrap();
+    store
+        .jetstream()
+        .get_key_value("checkpoints")
+        .await
+        .unwrap()
+        .purge("proj_person_directory")
+        .await
+        .unwrap();
+    let mut again = ProjectionRunner::new(
+        store.clone(),
+        PersonDirectory,
+        RunnerConfig {
+            batch: 7,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(again.checkpoint(), 0);
+    catch_up(&mut again, &store).await;
+    assert_eq!(rows(&store, "view_person_directory").await, before);
+}
+
+/// Counts events per type, and cannot stomach a person named "poison".
+struct Picky;
+
+impl Projection for Picky {
+    fn name(&self) -> &str {
+        "picky"
+    }
+    fn aggregates(&self) -> &[&'static str] {
+        &["person"]
+    }
+    fn apply(&self, view: &mut View, event: &RecordedEvent) -> Result<(), ApplyError> {
+        if event.body().unwrap()["name"] == "poison" {
+            return Err(ApplyError::Failed("cannot apply poison".into()));
+        }
+        let n = view
+            .get(&event.event_type)?
+            .and_then(Value::as_u64)
+            .unwrap_or(0);
+        view.put(&event.event_type, serde_json::json!(n + 1));
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_poison_event_is_parked_with_its_error_and_the_rest_applied() {
+    let (_server, store, people) = setup().await;
+    register(&people, "a", "Fine", "a@example.org").await;
+    register(&people, "b", "poison", "b@example.org").await;
+    register(&people, "c", "Fine", "c@example.org").await;
+    let mut runner = ProjectionRunner::new(
+        store.clone(),
+        Picky,
+        RunnerConfig {
+            max_deliver: 2,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    catch_up(&mut runner, &store).await;
+    let view = rows(&store, "view_picky").await;
+    assert_eq!(
+        view["PersonRegistered"]["value"], 2,
+        "a and c counted once each, b parked"
+    );
+    let mut dlq = store.jetstream().get_stream("DLQ").await.unwrap();
+    assert_eq!(dlq.info().await.unwrap().state.messages, 1);
+    let parked = dlq.get_raw_message(1).await.unwrap();
+    assert_eq!(parked.subject.as_str(), "dlq.proj_picky");
+    let h = parked.headers;
+    assert_eq!(h.get("Jetsource-Dlq-Seq").unwrap().as_str(), "2");
+    assert_eq!(
+        h.get("Jetsource-Dlq-Error").unwrap().as_str(),
+        "cannot apply poison"
+    );
+    assert_eq!(
+        h.get("Jetsource-Event-Type").unwrap().as_str(),
+        "PersonRegistered"
+    );
+
+    // With the stop policy the runner parks it and stops.
+    let mut stopping = ProjectionRunner::new(
+        store.clone(),
+        Picky2,
+        RunnerConfig {
+            max_deliver: 1,
+            poison: PoisonPolicy::Stop,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let mut outcome = Ok(0);
+    for _ in 0..10 {
+        outcome = stopping.step().await;
+        if outcome.is_err() {
+            break;
+        }
+    }
+    assert!(
+        matches!(outcome, Err(RunnerError::Stopped { seq: 2, .. })),
+        "{outcome:?}"
+    );
+}
+
+/// The same as [`Picky`] under another name, so it has its own consumer.
+struct Picky2;
+
+impl Projection for Picky2 {
+    fn name(&self) -> &str {
+        "picky2"
+    }
+    fn aggregates(&self) -> &[&'static str] {
+        &["person"]
+    }
+    fn apply(&self, view: &mut View, event: &RecordedEvent) -> Result<(), ApplyError> {
+        Picky.apply(view, event)
+    }
+}
