@@ -554,6 +554,105 @@ async fn time_loads(repo: &Repository<Account>, id: &str, runs: usize, events: u
     }
 }
 
+/// Writes `persons` people with `per_person` events each (a registration, then
+/// name changes), through group commit, 64 writers at a time.
+async fn seed_people(store: &EventStore, persons: usize, per_person: usize) {
+    use jetsource::domain::PersonEvent;
+    let codec = store.config().codec;
+    futures::stream::iter(0..persons)
+        .map(|p| {
+            let store = store.clone();
+            async move {
+                let id = format!("dir-{p}");
+                let mut events = vec![PersonEvent::PersonRegistered {
+                    name: format!("Person {p}"),
+                    email: format!("p{p}@example.org"),
+                }];
+                events.extend((1..per_person).map(|i| PersonEvent::NameChanged {
+                    name: format!("Person {p} v{i}"),
+                }));
+                let events = events
+                    .iter()
+                    .map(|e| jetsource::encode_event(e, codec, &Metadata::default()).unwrap())
+                    .collect();
+                store
+                    .append_grouped(Append::new("person", id, ExpectedVersion::NoStream, events))
+                    .await
+                    .expect("seed");
+            }
+        })
+        .buffer_unordered(64)
+        .collect::<Vec<_>>()
+        .await;
+}
+
+/// Catch-up over every person event: a raw ordered consumer, a raw durable
+/// pull consumer acking each message, and the person directory's runner.
+async fn catch_up(store: &EventStore, total: usize) -> (Measured, Measured, Measured) {
+    use async_nats::jetstream::consumer::{pull, AckPolicy};
+    let stream = store.jetstream().get_stream("EVENTS").await.unwrap();
+    let start = Instant::now();
+    let ordered = stream
+        .create_consumer(pull::OrderedConfig {
+            filter_subject: "events.person.*".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut messages = ordered.messages().await.unwrap();
+    for _ in 0..total {
+        messages.next().await.unwrap().unwrap();
+    }
+    let ordered = Measured {
+        ops: total,
+        elapsed: start.elapsed(),
+        latencies: vec![],
+    };
+
+    let start = Instant::now();
+    let durable = stream
+        .create_consumer(pull::Config {
+            durable_name: Some("bench_raw".into()),
+            filter_subject: "events.person.*".into(),
+            ack_policy: AckPolicy::Explicit,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut seen = 0;
+    while seen < total {
+        let mut batch = durable.fetch().max_messages(1000).messages().await.unwrap();
+        while let Some(m) = batch.next().await {
+            m.unwrap().ack().await.unwrap();
+            seen += 1;
+        }
+    }
+    let durable = Measured {
+        ops: total,
+        elapsed: start.elapsed(),
+        latencies: vec![],
+    };
+
+    let start = Instant::now();
+    let mut runner = jetsource::projection::ProjectionRunner::new(
+        store.clone(),
+        jetsource::domain::directory::PersonDirectory,
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    let mut handled = 0;
+    while handled < total {
+        handled += runner.step().await.unwrap();
+    }
+    let projected = Measured {
+        ops: total,
+        elapsed: start.elapsed(),
+        latencies: vec![],
+    };
+    (ordered, durable, projected)
+}
+
 async fn wait_for_service(client: &async_nats::Client) {
     for _ in 0..200 {
         if client
@@ -691,6 +790,34 @@ async fn main() {
         let _ = node.kill();
         let _ = node.wait();
         if durability == Durability::Fast {
+            let (persons, per_person) = if quick { (5_000, 10) } else { (20_000, 10) };
+            // On a server of its own, so the stream holds only these events.
+            let own = TestServer::start_with(durability);
+            let own_store = EventStore::open(
+                jetsource::connect(&own.url()).await.unwrap(),
+                StoreConfig::default(),
+            )
+            .await
+            .unwrap();
+            seed_people(&own_store, persons, per_person).await;
+            let total = persons * per_person;
+            let (ordered, durable, projected) = catch_up(&own_store, total).await;
+            row(
+                &format!("raw: ordered consumer over {total} events"),
+                &ordered,
+                None,
+            );
+            row("raw: durable pull consumer, ack each", &durable, None);
+            row(
+                "jetsource: person_directory catch-up",
+                &projected,
+                Some(&durable),
+            );
+            println!(
+                "  {:<44} {:.2}x the raw ordered consumer",
+                "",
+                projected.rate() / ordered.rate()
+            );
             let (raw, full, snapped) = load(&store, load_n).await;
             row(
                 &format!("raw: direct-get load of {load_n} events"),
