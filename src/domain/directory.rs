@@ -100,3 +100,97 @@ impl Projection for PersonDirectory {
         Ok(())
     }
 }
+
+/// The directory's queries: `qry.person.by_email {"email"}` and
+/// `qry.person.list {"limit", "after"}` (sorted by name; `after` is the `next`
+/// cursor of the previous page).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DirectoryQueries;
+
+/// Most rows one `list` page returns.
+pub const MAX_PAGE: usize = 500;
+
+impl crate::node::ViewQueries for DirectoryQueries {
+    fn view(&self) -> &'static str {
+        "person"
+    }
+
+    fn projection(&self) -> &'static str {
+        "person_directory"
+    }
+
+    fn queries(&self) -> &[&'static str] {
+        &["by_email", "list"]
+    }
+
+    fn answer<'a>(
+        &'a self,
+        rows: &'a crate::node::Rows,
+        query: &'a str,
+        fields: serde_json::Map<String, Value>,
+    ) -> futures::future::BoxFuture<'a, Result<Value, crate::node::Rejection>> {
+        use crate::node::{Rejection, Status};
+        Box::pin(async move {
+            if query == "by_email" {
+                let email = fields.get("email").and_then(Value::as_str).ok_or_else(|| {
+                    Rejection::new(
+                        Status::Malformed,
+                        "malformed",
+                        "body needs an \"email\" string",
+                    )
+                })?;
+                let id = rows
+                    .get(&email_key(email))
+                    .await?
+                    .and_then(|r| r["id"].as_str().map(str::to_string));
+                let person = match id {
+                    Some(id) => rows.get(&person_key(&id)).await?,
+                    None => None,
+                };
+                return person.ok_or_else(|| {
+                    Rejection::new(
+                        Status::NotFound,
+                        "not_found",
+                        format!("no person with email {email}"),
+                    )
+                });
+            }
+            let limit = match fields.get("limit") {
+                None => 50,
+                Some(v) => v
+                    .as_u64()
+                    .map(|l| (l as usize).clamp(1, MAX_PAGE))
+                    .ok_or_else(|| {
+                        Rejection::new(
+                            Status::Malformed,
+                            "malformed",
+                            "\"limit\" must be a positive integer",
+                        )
+                    })?,
+            };
+            let after = fields.get("after").and_then(Value::as_str).unwrap_or("");
+            let sort_key = |row: &Value| {
+                format!(
+                    "{}\u{1f}{}",
+                    row["name"].as_str().unwrap_or("").to_lowercase(),
+                    row["id"].as_str().unwrap_or("")
+                )
+            };
+            let mut people: Vec<Value> = rows
+                .scan("person.")
+                .await?
+                .into_iter()
+                .map(|(_, v)| v)
+                .collect();
+            people.sort_by_key(|r| sort_key(r));
+            let page: Vec<Value> = people
+                .into_iter()
+                .filter(|r| sort_key(r).as_str() > after)
+                .take(limit + 1)
+                .collect();
+            let next = (page.len() > limit).then(|| sort_key(&page[limit - 1]));
+            let page: Vec<Value> = page.into_iter().take(limit).collect();
+            Ok(json!({"people": page, "next": next}))
+        })
+    }
+}

@@ -12,14 +12,17 @@
 //! - [`reply`]: the ack, the rejection and the fixed status table.
 //! - `registry`: one registered aggregate behind a type-erased handler.
 //! - [`idempotency`]: the `commands` KV bucket.
+//! - [`views`]: queries answered from projections' views, with `Jetsource-Min-Seq`.
 
 pub mod idempotency;
 mod registry;
 pub mod reply;
 pub mod request;
+pub mod views;
 
 pub use idempotency::IdempotencyConfig;
 pub use reply::{Ack, Rejection, Status};
+pub use views::{Rows, ViewQueries};
 
 use crate::aggregate::{Aggregate, DomainError};
 use crate::repository::{Repository, RepositoryConfig};
@@ -56,6 +59,8 @@ pub struct NodeConfig {
     pub idempotency: IdempotencyConfig,
     /// Most events one `history` query returns.
     pub history_limit: usize,
+    /// How long a query with `Jetsource-Min-Seq` waits for its view.
+    pub min_seq_wait: Duration,
 }
 
 impl Default for NodeConfig {
@@ -65,6 +70,7 @@ impl Default for NodeConfig {
             max_in_flight: 4096,
             idempotency: IdempotencyConfig::default(),
             history_limit: 1000,
+            min_seq_wait: Duration::from_secs(2),
         }
     }
 }
@@ -101,6 +107,7 @@ pub struct Node {
     store: EventStore,
     config: NodeConfig,
     handlers: Vec<Arc<dyn Handler>>,
+    views: Vec<Box<dyn ViewQueries>>,
 }
 
 impl std::fmt::Debug for Node {
@@ -123,6 +130,7 @@ impl Node {
             store,
             config,
             handlers: Vec::new(),
+            views: Vec::new(),
         }
     }
 
@@ -151,6 +159,12 @@ impl Node {
             repository,
             commands: registry::variant_names::<A::Command>(),
         }));
+        self
+    }
+
+    /// Serves queries over a projection's view (`qry.<view>.<query>`).
+    pub fn view(mut self, queries: impl ViewQueries) -> Node {
+        self.views.push(Box::new(queries));
         self
     }
 
@@ -189,6 +203,23 @@ impl Node {
                 routes.push((
                     format!("{prefix}qry.{agg}.{query}"),
                     Route::Query(h.clone(), query),
+                ));
+            }
+        }
+        for queries in self.views {
+            let served = Arc::new(
+                views::Served::open(
+                    self.store.jetstream(),
+                    queries,
+                    self.store.config().replicas,
+                )
+                .await?,
+            );
+            let view = served.queries.view();
+            for &query in served.queries.queries() {
+                routes.push((
+                    format!("{prefix}qry.{view}.{query}"),
+                    Route::View(served.clone(), query),
                 ));
             }
         }
@@ -245,6 +276,7 @@ impl Node {
 enum Route {
     Command(Arc<dyn Handler>, &'static str),
     Query(Arc<dyn Handler>, &'static str),
+    View(Arc<views::Served>, &'static str),
     Unknown,
 }
 
@@ -331,6 +363,7 @@ async fn handle(context: &Context, route: Route, request: service::Request) {
         let result = match &route {
             Route::Command(h, command) => command_reply(context, h.as_ref(), command, msg).await,
             Route::Query(h, query) => query_reply(context, h.as_ref(), query, msg).await,
+            Route::View(served, query) => view_reply(context, served, query, msg).await,
             Route::Unknown => Err(Rejection::new(
                 Status::NotFound,
                 "unknown_subject",
@@ -385,6 +418,24 @@ async fn command_reply(
     let bytes = Bytes::from(serde_json::to_vec(&ack).expect("an ack serializes"));
     context.acks.put(command_id, bytes.clone());
     Ok(bytes)
+}
+
+async fn view_reply(
+    context: &Context,
+    served: &views::Served,
+    query: &str,
+    msg: &async_nats::Message,
+) -> Result<Bytes, Rejection> {
+    let fields = request::object(msg, context.config.max_body_bytes)?;
+    if let Some(min_seq) = request::min_seq(msg)? {
+        served
+            .wait_for(min_seq, context.config.min_seq_wait)
+            .await?;
+    }
+    let value = served.queries.answer(&served.rows, query, fields).await?;
+    Ok(serde_json::to_vec(&value)
+        .expect("a JSON value serializes")
+        .into())
 }
 
 async fn query_reply(

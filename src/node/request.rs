@@ -27,40 +27,7 @@ fn header<'a>(msg: &'a Message, name: &str) -> Option<&'a str> {
 
 /// Decodes the body (JSON unless `Content-Type` says CBOR) into an object with an `id`.
 pub(crate) fn body(msg: &Message, max_bytes: usize) -> Result<Body, Rejection> {
-    if msg.payload.len() > max_bytes {
-        return Err(Rejection::new(
-            Status::Malformed,
-            "too_large",
-            format!(
-                "body of {} bytes exceeds the limit of {max_bytes}",
-                msg.payload.len()
-            ),
-        ));
-    }
-    let codec = match header(msg, headers::CONTENT_TYPE) {
-        None => Codec::Json,
-        Some(ct) => Codec::from_content_type(ct).ok_or_else(|| {
-            Rejection::new(
-                Status::Malformed,
-                "unsupported_content_type",
-                format!("content type {ct:?} is not application/json or application/cbor"),
-            )
-        })?,
-    };
-    let value: Value = codec.decode(&msg.payload).map_err(|e| {
-        Rejection::new(
-            Status::Malformed,
-            "malformed",
-            format!("body is not valid {codec}: {e}"),
-        )
-    })?;
-    let Value::Object(mut fields) = value else {
-        return Err(Rejection::new(
-            Status::Malformed,
-            "malformed",
-            "body must be an object",
-        ));
-    };
+    let mut fields = object(msg, max_bytes)?;
     let id = match fields.remove("id") {
         Some(Value::String(id)) => id,
         Some(_) => {
@@ -82,6 +49,68 @@ pub(crate) fn body(msg: &Message, max_bytes: usize) -> Result<Body, Rejection> {
         Rejection::new(Status::Invalid, "invalid_id", format!("id {id:?} {reason}"))
     })?;
     Ok(Body { id, fields })
+}
+
+/// Decodes the body (JSON unless `Content-Type` says CBOR) into an object; an empty
+/// body is an empty object.
+pub(crate) fn object(msg: &Message, max_bytes: usize) -> Result<Map<String, Value>, Rejection> {
+    if msg.payload.len() > max_bytes {
+        return Err(Rejection::new(
+            Status::Malformed,
+            "too_large",
+            format!(
+                "body of {} bytes exceeds the limit of {max_bytes}",
+                msg.payload.len()
+            ),
+        ));
+    }
+    let codec = match header(msg, headers::CONTENT_TYPE) {
+        None => Codec::Json,
+        Some(ct) => Codec::from_content_type(ct).ok_or_else(|| {
+            Rejection::new(
+                Status::Malformed,
+                "unsupported_content_type",
+                format!("content type {ct:?} is not application/json or application/cbor"),
+            )
+        })?,
+    };
+    if msg.payload.is_empty() {
+        return Ok(Map::new());
+    }
+    let value: Value = codec.decode(&msg.payload).map_err(|e| {
+        Rejection::new(
+            Status::Malformed,
+            "malformed",
+            format!("body is not valid {codec}: {e}"),
+        )
+    })?;
+    match value {
+        Value::Object(fields) => Ok(fields),
+        _ => Err(Rejection::new(
+            Status::Malformed,
+            "malformed",
+            "body must be an object",
+        )),
+    }
+}
+
+/// Read-your-writes: the stream sequence (a command ack's `seq`) the view must have
+/// applied before the query is answered.
+pub const MIN_SEQ: &str = "Jetsource-Min-Seq";
+
+/// `Jetsource-Min-Seq`, if sent.
+pub(crate) fn min_seq(msg: &Message) -> Result<Option<u64>, Rejection> {
+    header(msg, MIN_SEQ)
+        .map(|v| {
+            v.trim().parse::<u64>().map_err(|_| {
+                Rejection::new(
+                    Status::Invalid,
+                    "invalid_min_seq",
+                    format!("{MIN_SEQ} {v:?} is not a number"),
+                )
+            })
+        })
+        .transpose()
 }
 
 /// The command's idempotency key if the client sent one (validated).

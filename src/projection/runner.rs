@@ -147,6 +147,17 @@ impl<P: Projection> ProjectionRunner<P> {
         .await
         .map_err(js_err)?;
         let consumer_name = format!("proj_{name}");
+        let (checkpoint, revision) =
+            match checkpoints.entry(&consumer_name).await.map_err(js_err)? {
+                Some(entry) => (
+                    String::from_utf8_lossy(&entry.value).parse().unwrap_or(0),
+                    entry.revision,
+                ),
+                None => (0, 0),
+            };
+        // The checkpoint is the truth and the consumer only a cursor: start it afresh
+        // right after the checkpoint. A consumer left by a killed instance would hold
+        // its unacked batch back until ack_wait, while this one moved past it.
         let filters = projection
             .aggregates()
             .iter()
@@ -156,29 +167,24 @@ impl<P: Projection> ProjectionRunner<P> {
             .get_stream(&store.config().stream)
             .await
             .map_err(js_err)?;
+        let _ = stream.delete_consumer(&consumer_name).await;
         let consumer = stream
-            .get_or_create_consumer(
-                &consumer_name,
-                pull::Config {
-                    durable_name: Some(consumer_name.clone()),
-                    filter_subjects: filters,
-                    ack_policy: AckPolicy::All,
-                    deliver_policy: DeliverPolicy::All,
-                    max_deliver: config.max_deliver.max(1) + 1,
-                    ack_wait: Duration::from_secs(30),
-                    ..Default::default()
+            .create_consumer(pull::Config {
+                durable_name: Some(consumer_name.clone()),
+                filter_subjects: filters,
+                ack_policy: AckPolicy::All,
+                deliver_policy: match checkpoint {
+                    0 => DeliverPolicy::All,
+                    c => DeliverPolicy::ByStartSequence {
+                        start_sequence: c + 1,
+                    },
                 },
-            )
+                max_deliver: config.max_deliver.max(1) + 1,
+                ack_wait: Duration::from_secs(30),
+                ..Default::default()
+            })
             .await
             .map_err(js_err)?;
-        let (checkpoint, revision) =
-            match checkpoints.entry(&consumer_name).await.map_err(js_err)? {
-                Some(entry) => (
-                    String::from_utf8_lossy(&entry.value).parse().unwrap_or(0),
-                    entry.revision,
-                ),
-                None => (0, 0),
-            };
         Ok(ProjectionRunner {
             store,
             projection: Arc::new(projection),

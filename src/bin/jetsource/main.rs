@@ -5,6 +5,7 @@
 mod connection;
 mod events;
 mod node;
+mod project;
 mod send;
 mod status;
 
@@ -23,6 +24,8 @@ struct Cli {
 enum Command {
     /// Serve commands and queries for Person and Organization (the `jetsource` NATS service).
     Node(node::Args),
+    /// Run one projection (`person_directory`) as its own process until SIGINT/SIGTERM.
+    Project(project::Args),
     /// Send a command, e.g. `jetsource send person.Register '{"id":"p1","name":"Ada","email":"ada@example.org"}'`.
     Send(send::Args),
     /// Ask a query, e.g. `jetsource query person.get '{"id":"p1"}'`.
@@ -47,6 +50,7 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Node(args) => node::run(args).await,
+        Command::Project(args) => project::run(args).await,
         Command::Send(args) => send::run(args).await,
         Command::Query(args) => send::query(args).await,
         Command::Events(args) => events::run(args).await,
@@ -71,4 +75,19 @@ fn nats_server() -> Result<Outcome> {
     println!("{}", path.display());
     eprintln!("nats-server v{version}");
     Ok(Outcome::Done)
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub(crate) async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
 }

@@ -2,6 +2,7 @@
 
 use crate::connection::Connection;
 use crate::{Outcome, Result};
+use jetsource::domain::directory::DirectoryQueries;
 use jetsource::domain::{Organization, Person};
 use jetsource::nats_server::Durability;
 use jetsource::node::{IdempotencyConfig, Node, NodeConfig};
@@ -79,25 +80,12 @@ pub(crate) async fn run(args: Args) -> Result<Outcome> {
     let node = Node::new(store, config)
         .serve(people)
         .serve(organizations)
+        .view(DirectoryQueries)
         .start()
         .await?;
     tracing::info!(url = %args.connection.nats_url, durability = %args.durability, "jetsource node ready");
-    wait_for_signal().await;
+    crate::wait_for_signal().await;
     tracing::info!("shutting down: no new requests, finishing the ones in flight");
     node.shutdown(Duration::from_secs(args.grace)).await;
     Ok(Outcome::Done)
-}
-
-async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = tokio::signal::ctrl_c().await;
 }

@@ -1,0 +1,75 @@
+//! `jetsource project <name>`: one projection as its own process.
+
+use crate::connection::Connection;
+use crate::{Outcome, Result};
+use jetsource::domain::directory::PersonDirectory;
+use jetsource::projection::{PoisonPolicy, ProjectionRunner, RunnerConfig};
+use jetsource::{EventStore, StoreConfig};
+
+#[derive(clap::Args, Debug)]
+pub(crate) struct Args {
+    /// The projection: `person_directory`.
+    name: String,
+    #[command(flatten)]
+    connection: Connection,
+    /// Events per batch.
+    #[arg(long, default_value_t = 1000)]
+    batch: usize,
+    /// Stop (instead of going on) once an event had to be parked in DLQ.
+    #[arg(long)]
+    stop_on_poison: bool,
+    /// Log filter (overridden by RUST_LOG).
+    #[arg(long, default_value = "info")]
+    log_level: String,
+}
+
+pub(crate) async fn run(args: Args) -> Result<Outcome> {
+    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| args.log_level.clone());
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&filter)?)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let projection = match args.name.as_str() {
+        "person_directory" => PersonDirectory,
+        other => return Err(format!("no projection {other:?} (known: person_directory)").into()),
+    };
+    let client = args
+        .connection
+        .connect(&format!("jetsource project {}", args.name))
+        .await?;
+    let store = EventStore::open(
+        client,
+        StoreConfig {
+            prefix: args.connection.prefix.clone(),
+            ..Default::default()
+        },
+    )
+    .await?;
+    let config = RunnerConfig {
+        batch: args.batch,
+        poison: if args.stop_on_poison {
+            PoisonPolicy::Stop
+        } else {
+            PoisonPolicy::Park
+        },
+        ..Default::default()
+    };
+    let runner = ProjectionRunner::new(store, projection, config).await?;
+    tracing::info!(
+        projection = args.name,
+        checkpoint = runner.checkpoint(),
+        "projection running"
+    );
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mut task = tokio::spawn(runner.run(stopped));
+    tokio::select! {
+        _ = crate::wait_for_signal() => {
+            let _ = stop.send(true);
+            (&mut task).await??;
+        }
+        result = &mut task => result??,
+    }
+    tracing::info!(projection = args.name, "projection stopped");
+    Ok(Outcome::Done)
+}

@@ -1,0 +1,361 @@
+//! View-backed queries with read-your-writes, and `jetsource project` surviving kill -9.
+
+use async_nats::HeaderMap;
+use futures::StreamExt;
+use jetsource::domain::directory::{DirectoryQueries, PersonDirectory};
+use jetsource::domain::{Organization, Person};
+use jetsource::node::{Node, NodeConfig};
+use jetsource::projection::{ProjectionRunner, RunnerConfig};
+use jetsource::testing::TestServer;
+use jetsource::{EventStore, StoreConfig};
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+async fn node(
+    server: &TestServer,
+    min_seq_wait: Duration,
+) -> (async_nats::Client, EventStore, jetsource::node::RunningNode) {
+    let client = jetsource::connect(&server.url()).await.unwrap();
+    let store = EventStore::open(client.clone(), StoreConfig::default())
+        .await
+        .unwrap();
+    let node = Node::new(
+        store.clone(),
+        NodeConfig {
+            min_seq_wait,
+            ..Default::default()
+        },
+    )
+    .register::<Person>(Default::default())
+    .register::<Organization>(Default::default())
+    .view(DirectoryQueries)
+    .start()
+    .await
+    .unwrap();
+    (client, store, node)
+}
+
+async fn ask(
+    client: &async_nats::Client,
+    subject: &str,
+    body: Value,
+    min_seq: Option<u64>,
+) -> (Value, Option<u16>) {
+    let mut headers = HeaderMap::new();
+    if let Some(seq) = min_seq {
+        headers.insert("Jetsource-Min-Seq", seq.to_string().as_str());
+    }
+    let reply = client
+        .send_request(
+            subject.to_string(),
+            async_nats::Request::new()
+                .headers(headers)
+                .payload(serde_json::to_vec(&body).unwrap().into()),
+        )
+        .await
+        .unwrap();
+    let code = reply
+        .headers
+        .as_ref()
+        .and_then(|h| h.get("Nats-Service-Error-Code"))
+        .map(|v| v.as_str().parse().unwrap());
+    (serde_json::from_slice(&reply.payload).unwrap(), code)
+}
+
+#[tokio::test]
+async fn a_query_with_min_seq_reads_the_write_it_follows() {
+    let server = TestServer::start();
+    let (client, store, _node) = node(&server, Duration::from_secs(5)).await;
+    let runner = ProjectionRunner::new(
+        store.clone(),
+        PersonDirectory,
+        RunnerConfig {
+            idle_wait: Duration::from_millis(50),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let (_stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(runner.run(stopped));
+
+    let (ack, _) = ask(
+        &client,
+        "cmd.person.Register",
+        json!({"id": "p1", "name": "Ada Lovelace", "email": "ada@example.org"}),
+        None,
+    )
+    .await;
+    let (person, code) = ask(
+        &client,
+        "qry.person.by_email",
+        json!({"email": "ADA@example.org"}),
+        ack["seq"].as_u64(),
+    )
+    .await;
+    assert_eq!(code, None, "{person}");
+    assert_eq!(
+        (person["id"].as_str(), person["name"].as_str()),
+        (Some("p1"), Some("Ada Lovelace"))
+    );
+
+    let (ack, _) = ask(
+        &client,
+        "cmd.person.ChangeEmail",
+        json!({"id": "p1", "email": "ada@lovelace.org"}),
+        None,
+    )
+    .await;
+    let (person, code) = ask(
+        &client,
+        "qry.person.by_email",
+        json!({"email": "ada@lovelace.org"}),
+        ack["seq"].as_u64(),
+    )
+    .await;
+    assert_eq!((code, person["id"].as_str()), (None, Some("p1")));
+    let (gone, code) = ask(
+        &client,
+        "qry.person.by_email",
+        json!({"email": "ada@example.org"}),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (code, gone["error"]["code"].as_str()),
+        (Some(404), Some("not_found"))
+    );
+}
+
+#[tokio::test]
+async fn a_view_that_cannot_catch_up_in_time_answers_503() {
+    let server = TestServer::start();
+    let (client, _store, _node) = node(&server, Duration::from_millis(200)).await;
+    let (ack, _) = ask(
+        &client,
+        "cmd.person.Register",
+        json!({"id": "p1", "name": "A", "email": "a@example.org"}),
+        None,
+    )
+    .await;
+    let started = Instant::now();
+    let (reply, code) = ask(
+        &client,
+        "qry.person.by_email",
+        json!({"email": "a@example.org"}),
+        ack["seq"].as_u64(),
+    )
+    .await;
+    assert_eq!(
+        (code, reply["error"]["code"].as_str()),
+        (Some(503), Some("view_behind"))
+    );
+    assert!(started.elapsed() >= Duration::from_millis(200));
+    let (reply, code) = ask(&client, "qry.person.by_email", json!({}), None).await;
+    assert_eq!(
+        (code, reply["error"]["code"].as_str()),
+        (Some(400), Some("malformed"))
+    );
+}
+
+#[tokio::test]
+async fn the_person_list_pages_in_name_order() {
+    let server = TestServer::start_with(jetsource::nats_server::Durability::Fast);
+    let (client, store, _node) = node(&server, Duration::from_secs(5)).await;
+    let mut last = 0;
+    for (id, name) in [
+        ("a", "Zoe"),
+        ("b", "adam"),
+        ("c", "Mia"),
+        ("d", "Bea"),
+        ("e", "Lu"),
+        ("f", "Kai"),
+        ("g", "Ola"),
+    ] {
+        let (ack, _) = ask(
+            &client,
+            "cmd.person.Register",
+            json!({"id": id, "name": name, "email": format!("{id}@example.org")}),
+            None,
+        )
+        .await;
+        last = ack["seq"].as_u64().unwrap();
+    }
+    let mut runner = ProjectionRunner::new(store.clone(), PersonDirectory, RunnerConfig::default())
+        .await
+        .unwrap();
+    while runner.checkpoint() < last {
+        runner.step().await.unwrap();
+    }
+    let mut names = Vec::new();
+    let mut after: Option<String> = None;
+    for _ in 0..5 {
+        let mut body = json!({"limit": 3});
+        if let Some(a) = &after {
+            body["after"] = json!(a);
+        }
+        let (page, code) = ask(&client, "qry.person.list", body, Some(last)).await;
+        assert_eq!(code, None, "{page}");
+        names.extend(
+            page["people"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p["name"].as_str().unwrap().to_string()),
+        );
+        match page["next"].as_str() {
+            Some(next) => after = Some(next.to_string()),
+            None => break,
+        }
+    }
+    assert_eq!(names, ["adam", "Bea", "Kai", "Lu", "Mia", "Ola", "Zoe"]);
+}
+
+async fn view_rows(store: &EventStore) -> BTreeMap<String, Value> {
+    let kv = store
+        .jetstream()
+        .get_key_value("view_person_directory")
+        .await
+        .unwrap();
+    let mut keys = kv.keys().await.unwrap();
+    let mut out = BTreeMap::new();
+    while let Some(key) = keys.next().await {
+        let key = key.unwrap();
+        let row: Value = serde_json::from_slice(&kv.get(&key).await.unwrap().unwrap()).unwrap();
+        out.insert(key, row);
+    }
+    out
+}
+
+async fn checkpoint(store: &EventStore) -> u64 {
+    match store.jetstream().get_key_value("checkpoints").await {
+        Ok(kv) => kv
+            .get("proj_person_directory")
+            .await
+            .unwrap()
+            .and_then(|b| String::from_utf8_lossy(&b).parse().ok())
+            .unwrap_or(0),
+        Err(_) => 0,
+    }
+}
+
+#[tokio::test]
+async fn a_projection_process_killed_mid_catch_up_ends_equal_to_a_fresh_rebuild() {
+    let server = TestServer::start_with(jetsource::nats_server::Durability::Fast);
+    let client = jetsource::connect(&server.url()).await.unwrap();
+    let store = EventStore::open(client, StoreConfig::default())
+        .await
+        .unwrap();
+    let people = jetsource::Repository::<Person>::new(store.clone(), Default::default());
+    let meta = jetsource::Metadata::default();
+    for i in 0..400 {
+        let id = format!("p{i}");
+        people
+            .execute(
+                &id,
+                &jetsource::domain::PersonCommand::Register {
+                    name: format!("P {i}"),
+                    email: format!("{id}@x.org"),
+                },
+                &meta,
+            )
+            .await
+            .unwrap();
+        for k in 0..4 {
+            people
+                .execute(
+                    &id,
+                    &jetsource::domain::PersonCommand::ChangeName {
+                        name: format!("P {i}.{k}"),
+                    },
+                    &meta,
+                )
+                .await
+                .unwrap();
+        }
+        if i % 3 == 0 {
+            people
+                .execute(
+                    &id,
+                    &jetsource::domain::PersonCommand::ChangeEmail {
+                        email: format!("{id}@y.org"),
+                    },
+                    &meta,
+                )
+                .await
+                .unwrap();
+        }
+    }
+    let last = store
+        .last_position("person", "p399")
+        .await
+        .unwrap()
+        .unwrap()
+        .seq;
+    let spawn = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_jetsource"))
+            .args([
+                "project",
+                "person_directory",
+                "--nats-url",
+                &server.url(),
+                "--batch",
+                "50",
+                "--log-level",
+                "warn",
+            ])
+            .spawn()
+            .unwrap()
+    };
+    for _ in 0..3 {
+        let mut child = spawn();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let before = checkpoint(&store).await;
+        while checkpoint(&store).await <= before && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        child.kill().unwrap(); // SIGKILL, mid-batch as likely as not
+        child.wait().unwrap();
+    }
+    let mut child = spawn();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while checkpoint(&store).await < last {
+        assert!(
+            Instant::now() < deadline,
+            "the restarted projection did not catch up"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let survived = view_rows(&store).await;
+
+    // A fresh rebuild: no consumer, no checkpoint, no rows.
+    let js = store.jetstream();
+    js.get_stream("EVENTS")
+        .await
+        .unwrap()
+        .delete_consumer("proj_person_directory")
+        .await
+        .unwrap();
+    js.delete_key_value("view_person_directory").await.unwrap();
+    js.get_key_value("checkpoints")
+        .await
+        .unwrap()
+        .purge("proj_person_directory")
+        .await
+        .unwrap();
+    let mut fresh = ProjectionRunner::new(store.clone(), PersonDirectory, RunnerConfig::default())
+        .await
+        .unwrap();
+    while fresh.checkpoint() < last {
+        fresh.step().await.unwrap();
+    }
+    let rebuilt = view_rows(&store).await;
+    assert_eq!(survived.len(), rebuilt.len());
+    assert_eq!(
+        survived, rebuilt,
+        "kill -9 and restart must end where a fresh rebuild ends"
+    );
+}
