@@ -149,3 +149,37 @@ fn commands_and_events_of_each_aggregate_match_the_catalog() {
     assert!(headers.contains(&jetsource::node::request::COMMAND_ID));
     assert!(headers.contains(&jetsource::node::request::EXPECTED_VERSION));
 }
+
+#[test]
+fn the_views_and_their_queries_match_the_catalog() {
+    use jetsource::domain::directory::{DirectoryQueries, PersonDirectory};
+    use jetsource::domain::views::{
+        OfferQueries, OffersView, OrganizationQueries, OrganizationsView,
+    };
+    use jetsource::node::ViewQueries;
+    use jetsource::projection::Projection;
+    let c = catalog();
+    let served: [(&dyn ViewQueries, &dyn Projection); 3] = [
+        (&DirectoryQueries, &PersonDirectory),
+        (&OrganizationQueries, &OrganizationsView),
+        (&OfferQueries, &OffersView),
+    ];
+    for (queries, projection) in served {
+        let entry = &c["views"][queries.view()];
+        assert_eq!(entry["projection"], queries.projection());
+        assert_eq!(queries.projection(), projection.name());
+        let listed: Vec<&str> = entry["queries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|q| q.as_str().unwrap())
+            .collect();
+        assert_eq!(listed, queries.queries());
+        let consumer = format!("proj_{}", projection.name());
+        assert!(c["consumers"][0]["instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|i| i == consumer.as_str()));
+    }
+}

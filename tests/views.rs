@@ -359,3 +359,187 @@ async fn a_projection_process_killed_mid_catch_up_ends_equal_to_a_fresh_rebuild(
         "kill -9 and restart must end where a fresh rebuild ends"
     );
 }
+
+#[tokio::test]
+async fn the_organization_and_offer_views_follow_a_hire() {
+    use jetsource::domain::views::{
+        OfferQueries, OffersView, OrganizationQueries, OrganizationsView,
+    };
+    let server = TestServer::start();
+    let client = jetsource::connect(&server.url()).await.unwrap();
+    let store = EventStore::open(client.clone(), StoreConfig::default())
+        .await
+        .unwrap();
+    let _node = Node::new(store.clone(), NodeConfig::default())
+        .register::<Person>(Default::default())
+        .register::<Organization>(Default::default())
+        .view(OrganizationQueries)
+        .view(OfferQueries)
+        .start()
+        .await
+        .unwrap();
+    let quick = RunnerConfig {
+        idle_wait: Duration::from_millis(50),
+        ..Default::default()
+    };
+    let (_stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(
+        ProjectionRunner::new(store.clone(), OrganizationsView, quick.clone())
+            .await
+            .unwrap()
+            .run(stopped.clone()),
+    );
+    tokio::spawn(
+        ProjectionRunner::new(store.clone(), OffersView, quick)
+            .await
+            .unwrap()
+            .run(stopped),
+    );
+
+    let expires = "2099-01-01T00:00:00Z";
+    let mut seq = 0;
+    for (subject, body) in [
+        (
+            "cmd.organization.Register",
+            json!({"id": "acme", "name": "Acme"}),
+        ),
+        (
+            "cmd.organization.OpenPosition",
+            json!({"id": "acme", "position_id": "eng", "title": "Engineer"}),
+        ),
+        (
+            "cmd.organization.OpenPosition",
+            json!({"id": "acme", "position_id": "ops", "title": "Operator"}),
+        ),
+        (
+            "cmd.organization.ExtendOffer",
+            json!({"id": "acme", "position_id": "eng", "person_id": "p1", "offer_id": "o1", "expires_at": expires}),
+        ),
+        (
+            "cmd.organization.ExtendOffer",
+            json!({"id": "acme", "position_id": "eng", "person_id": "p2", "offer_id": "o2", "expires_at": expires}),
+        ),
+        (
+            "cmd.person.Register",
+            json!({"id": "p1", "name": "Ada", "email": "ada@example.org"}),
+        ),
+        (
+            "cmd.person.RecordOffer",
+            json!({"id": "p1", "offer_id": "o1", "organization_id": "acme", "position_id": "eng", "expires_at": expires}),
+        ),
+        (
+            "cmd.person.AcceptOffer",
+            json!({"id": "p1", "offer_id": "o1"}),
+        ),
+        (
+            "cmd.organization.Hire",
+            json!({"id": "acme", "offer_id": "o1"}),
+        ),
+    ] {
+        let (ack, code) = ask(&client, subject, body, None).await;
+        assert_eq!(code, None, "{subject}: {ack}");
+        seq = seq.max(ack["seq"].as_u64().unwrap());
+    }
+    let (org, code) = ask(
+        &client,
+        "qry.organization.get",
+        json!({"id": "acme"}),
+        Some(seq),
+    )
+    .await;
+    assert_eq!(code, None, "{org}");
+    assert_eq!(org["open_positions"], json!(["ops"]), "{org}");
+    assert_eq!(org["positions"]["eng"]["status"], "filled");
+    let (members, _) = ask(
+        &client,
+        "qry.organization.members",
+        json!({"id": "acme"}),
+        Some(seq),
+    )
+    .await;
+    assert_eq!(
+        members["members"],
+        json!([{"person_id": "p1", "position_id": "eng"}])
+    );
+    let (p1, _) = ask(
+        &client,
+        "qry.offers.by_person",
+        json!({"id": "p1"}),
+        Some(seq),
+    )
+    .await;
+    assert_eq!(p1["offers"]["o1"]["status"], "hired");
+    assert_eq!(p1["offers"]["o1"]["organization_id"], "acme");
+    let (p2, _) = ask(
+        &client,
+        "qry.offers.by_person",
+        json!({"id": "p2"}),
+        Some(seq),
+    )
+    .await;
+    assert_eq!(
+        p2["offers"]["o2"]["status"], "withdrawn",
+        "the other offer for the filled position"
+    );
+    let (none, code) = ask(
+        &client,
+        "qry.organization.get",
+        json!({"id": "nobody"}),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (code, none["error"]["code"].as_str()),
+        (Some(404), Some("not_found"))
+    );
+}
+
+#[tokio::test]
+async fn min_seq_of_an_event_the_view_does_not_read_is_reached_once_caught_up() {
+    use jetsource::domain::views::{OrganizationQueries, OrganizationsView};
+    let server = TestServer::start();
+    let client = jetsource::connect(&server.url()).await.unwrap();
+    let store = EventStore::open(client.clone(), StoreConfig::default())
+        .await
+        .unwrap();
+    let _node = Node::new(store.clone(), NodeConfig::default())
+        .register::<Person>(Default::default())
+        .register::<Organization>(Default::default())
+        .view(OrganizationQueries)
+        .start()
+        .await
+        .unwrap();
+    let (_stop, stopped) = tokio::sync::watch::channel(false);
+    let quick = RunnerConfig {
+        idle_wait: Duration::from_millis(50),
+        ..Default::default()
+    };
+    tokio::spawn(
+        ProjectionRunner::new(store.clone(), OrganizationsView, quick)
+            .await
+            .unwrap()
+            .run(stopped),
+    );
+    ask(
+        &client,
+        "cmd.organization.Register",
+        json!({"id": "acme", "name": "Acme"}),
+        None,
+    )
+    .await;
+    let (person, _) = ask(
+        &client,
+        "cmd.person.Register",
+        json!({"id": "p1", "name": "A", "email": "a@example.org"}),
+        None,
+    )
+    .await;
+    let (org, code) = ask(
+        &client,
+        "qry.organization.get",
+        json!({"id": "acme"}),
+        person["seq"].as_u64(),
+    )
+    .await;
+    assert_eq!((code, org["name"].as_str()), (None, Some("Acme")), "{org}");
+}

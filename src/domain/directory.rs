@@ -101,9 +101,9 @@ impl Projection for PersonDirectory {
     }
 }
 
-/// The directory's queries: `qry.person.by_email {"email"}` and
-/// `qry.person.list {"limit", "after"}` (sorted by name; `after` is the `next`
-/// cursor of the previous page).
+/// The directory's queries: `qry.person.get {"id"}`, `qry.person.by_email
+/// {"email"}` and `qry.person.list {"limit", "after"}` (sorted by name; `after` is
+/// the `next` cursor of the previous page).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct DirectoryQueries;
 
@@ -120,7 +120,7 @@ impl crate::node::ViewQueries for DirectoryQueries {
     }
 
     fn queries(&self) -> &[&'static str] {
-        &["by_email", "list"]
+        &["get", "by_email", "list"]
     }
 
     fn answer<'a>(
@@ -131,6 +131,18 @@ impl crate::node::ViewQueries for DirectoryQueries {
     ) -> futures::future::BoxFuture<'a, Result<Value, crate::node::Rejection>> {
         use crate::node::{Rejection, Status};
         Box::pin(async move {
+            if query == "get" {
+                let id = fields.get("id").and_then(Value::as_str).ok_or_else(|| {
+                    Rejection::new(
+                        Status::Malformed,
+                        "malformed",
+                        "body needs an \"id\" string",
+                    )
+                })?;
+                return rows.get(&person_key(id)).await?.ok_or_else(|| {
+                    Rejection::new(Status::NotFound, "not_found", format!("no person {id}"))
+                });
+            }
             if query == "by_email" {
                 let email = fields.get("email").and_then(Value::as_str).ok_or_else(|| {
                     Rejection::new(

@@ -5,6 +5,7 @@
 //! - [`organization`]: positions, offers extended, hiring, members.
 //! - [`validate`]: the value rules both share (names, emails, ids).
 //! - [`directory`]: the `person_directory` projection (people by id and email).
+//! - [`views`]: the `organizations` and `offers` projections.
 //!
 //! Commands are externally tagged serde enums of struct variants: the node turns
 //! `cmd.person.Register` with body `{"id":…,"name":…,"email":…}` into
@@ -14,6 +15,7 @@ pub mod directory;
 pub mod organization;
 pub mod person;
 pub mod validate;
+pub mod views;
 
 pub use organization::{Organization, OrganizationCommand, OrganizationError, OrganizationEvent};
 pub use person::{Person, PersonCommand, PersonError, PersonEvent};

@@ -217,10 +217,11 @@ impl Node {
             );
             let view = served.queries.view();
             for &query in served.queries.queries() {
-                routes.push((
-                    format!("{prefix}qry.{view}.{query}"),
-                    Route::View(served.clone(), query),
-                ));
+                // A view's query takes the subject over from an aggregate's own
+                // (`qry.person.get` from the directory rather than from the events).
+                let subject = format!("{prefix}qry.{view}.{query}");
+                routes.retain(|(s, _)| *s != subject);
+                routes.push((subject, Route::View(served.clone(), query)));
             }
         }
         known.extend(routes.iter().map(|(s, _)| s.clone()));

@@ -95,6 +95,8 @@ pub struct ProjectionRunner<P: Projection> {
     checkpoints: kv::Store,
     checkpoint: u64,
     revision: u64,
+    /// The last step found nothing: the next one first notes the stream's end.
+    idle: bool,
 }
 
 impl<P: Projection> std::fmt::Debug for ProjectionRunner<P> {
@@ -194,6 +196,7 @@ impl<P: Projection> ProjectionRunner<P> {
             checkpoints,
             checkpoint,
             revision,
+            idle: true,
         })
     }
 
@@ -224,7 +227,23 @@ impl<P: Projection> ProjectionRunner<P> {
     }
 
     /// Fetches, applies and commits one batch; returns how many messages it handled.
+    ///
+    /// When idle, it first reads the stream's last sequence; if the fetch then
+    /// brings nothing, every event of this projection up to that sequence has been
+    /// applied, and the checkpoint moves there. So `Jetsource-Min-Seq` works with
+    /// the sequence of any event, even one this projection does not read.
     pub async fn step(&mut self) -> Result<usize, RunnerError> {
+        let stream_end = if self.idle {
+            let mut stream = self
+                .store
+                .jetstream()
+                .get_stream(&self.store.config().stream)
+                .await
+                .map_err(js_err)?;
+            Some(stream.info().await.map_err(js_err)?.state.last_sequence)
+        } else {
+            None
+        };
         let mut fetched = self
             .consumer
             .fetch()
@@ -237,7 +256,11 @@ impl<P: Projection> ProjectionRunner<P> {
         while let Some(m) = fetched.next().await {
             messages.push(m.map_err(js_err)?);
         }
+        self.idle = messages.is_empty();
         if messages.is_empty() {
+            if let Some(end) = stream_end {
+                self.commit(View::default(), Some(end)).await?;
+            }
             return Ok(0);
         }
         let events: Vec<(u64, Result<RecordedEvent, String>)> =

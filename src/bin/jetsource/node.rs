@@ -3,6 +3,7 @@
 use crate::connection::Connection;
 use crate::{Outcome, Result};
 use jetsource::domain::directory::DirectoryQueries;
+use jetsource::domain::views::{OfferQueries, OrganizationQueries};
 use jetsource::domain::{Organization, Person};
 use jetsource::nats_server::Durability;
 use jetsource::node::{IdempotencyConfig, Node, NodeConfig};
@@ -81,6 +82,8 @@ pub(crate) async fn run(args: Args) -> Result<Outcome> {
         .serve(people)
         .serve(organizations)
         .view(DirectoryQueries)
+        .view(OrganizationQueries)
+        .view(OfferQueries)
         .start()
         .await?;
     tracing::info!(url = %args.connection.nats_url, durability = %args.durability, "jetsource node ready");

@@ -3,12 +3,13 @@
 use crate::connection::Connection;
 use crate::{Outcome, Result};
 use jetsource::domain::directory::PersonDirectory;
-use jetsource::projection::{PoisonPolicy, ProjectionRunner, RunnerConfig};
+use jetsource::domain::views::{OffersView, OrganizationsView};
+use jetsource::projection::{PoisonPolicy, Projection, ProjectionRunner, RunnerConfig};
 use jetsource::{EventStore, StoreConfig};
 
 #[derive(clap::Args, Debug)]
 pub(crate) struct Args {
-    /// The projection: `person_directory`.
+    /// The projection: `person_directory`, `organizations` or `offers`.
     name: String,
     #[command(flatten)]
     connection: Connection,
@@ -30,10 +31,18 @@ pub(crate) async fn run(args: Args) -> Result<Outcome> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let projection = match args.name.as_str() {
-        "person_directory" => PersonDirectory,
-        other => return Err(format!("no projection {other:?} (known: person_directory)").into()),
-    };
+    match args.name.as_str() {
+        "person_directory" => project(PersonDirectory, args).await,
+        "organizations" => project(OrganizationsView, args).await,
+        "offers" => project(OffersView, args).await,
+        other => Err(format!(
+            "no projection {other:?} (known: person_directory, organizations, offers)"
+        )
+        .into()),
+    }
+}
+
+async fn project(projection: impl Projection, args: Args) -> Result<Outcome> {
     let client = args
         .connection
         .connect(&format!("jetsource project {}", args.name))
