@@ -55,6 +55,15 @@ impl Default for RepositoryConfig {
 /// How many recent commands per cached aggregate are remembered for deduplication.
 const RECENT_COMMANDS: usize = 64;
 
+/// A point in an aggregate's past.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PointInTime {
+    /// Right after the event with this version.
+    Version(u64),
+    /// After every event the server stored at or before this instant.
+    Instant(chrono::DateTime<chrono::Utc>),
+}
+
 /// An aggregate's state and where it stands in the store.
 #[derive(Debug, Clone)]
 pub struct Loaded<A> {
@@ -247,6 +256,42 @@ impl<A: Aggregate> Repository<A> {
     pub async fn load(&self, id: &str) -> Result<Loaded<A>, ReadError> {
         let loaded = self.load_from_store(id).await?;
         *self.slot(id).lock().await = Some(loaded.clone());
+        Ok(loaded)
+    }
+
+    /// The aggregate as it was at a version or an instant (time travel). Reads the
+    /// store from the start, never the cache or a snapshot.
+    ///
+    /// ```no_run
+    /// # async fn demo(people: jetsource::Repository<jetsource::domain::Person>) -> Result<(), jetsource::store::ReadError> {
+    /// use jetsource::repository::PointInTime;
+    /// let then = people.load_at("p1", PointInTime::Version(2)).await?;
+    /// println!("at version 2 the name was {}", then.state.name);
+    /// # Ok(()) }
+    /// ```
+    pub async fn load_at(&self, id: &str, point: PointInTime) -> Result<Loaded<A>, ReadError> {
+        let mut loaded = Loaded {
+            state: A::default(),
+            position: Position::default(),
+            recent: Default::default(),
+        };
+        let mut events = self.store.stream_aggregate(A::NAME, id, 0);
+        while let Some(recorded) = events.try_next().await? {
+            let past = match point {
+                PointInTime::Version(v) => recorded.version > v,
+                PointInTime::Instant(t) => recorded.stored_at.is_some_and(|at| at > t),
+            };
+            if past {
+                break;
+            }
+            let event = decode_event::<A::Event>(&recorded)
+                .map_err(|m| ReadError::new(ReadErrorKind::Malformed(m)))?;
+            loaded.state.apply(&event);
+            loaded.position = Position {
+                seq: recorded.seq,
+                version: recorded.version,
+            };
+        }
         Ok(loaded)
     }
 

@@ -701,3 +701,66 @@ async fn ten_thousand_random_bodies_get_well_formed_rejections_and_the_node_live
     .await;
     assert_eq!((code, ack["status"].as_str()), (None, Some("accepted")));
 }
+
+#[tokio::test]
+async fn time_travel_returns_the_state_at_a_version_or_an_instant() {
+    let h = start().await;
+    send(
+        &h.client,
+        "cmd.person.Register",
+        json!({"id": "t1", "name": "First", "email": "t@example.org"}),
+    )
+    .await;
+    let (v2, _) = send(
+        &h.client,
+        "cmd.person.ChangeName",
+        json!({"id": "t1", "name": "Second"}),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let between = chrono::Utc::now();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    send(
+        &h.client,
+        "cmd.person.ChangeName",
+        json!({"id": "t1", "name": "Third"}),
+    )
+    .await;
+    let (at1, code) = send(
+        &h.client,
+        "qry.person.at",
+        json!({"id": "t1", "version": 1}),
+    )
+    .await;
+    assert_eq!(
+        (code, at1["state"]["name"].as_str(), at1["version"].as_u64()),
+        (None, Some("First"), Some(1))
+    );
+    let (then, _) = send(
+        &h.client,
+        "qry.person.at",
+        json!({"id": "t1", "at": between.to_rfc3339()}),
+    )
+    .await;
+    assert_eq!(
+        (then["state"]["name"].as_str(), then["seq"].as_u64()),
+        (Some("Second"), v2["seq"].as_u64())
+    );
+    let (now, _) = send(&h.client, "qry.person.get", json!({"id": "t1"})).await;
+    assert_eq!(now["state"]["name"], "Third");
+    let (bad, code) = send(&h.client, "qry.person.at", json!({"id": "t1"})).await;
+    assert_eq!(
+        (code, bad["error"]["code"].as_str()),
+        (Some(400), Some("malformed"))
+    );
+    let (before, code) = send(
+        &h.client,
+        "qry.person.at",
+        json!({"id": "t1", "at": "2000-01-01T00:00:00Z"}),
+    )
+    .await;
+    assert_eq!(
+        (code, before["error"]["code"].as_str()),
+        (Some(404), Some("not_found"))
+    );
+}

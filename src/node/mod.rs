@@ -199,7 +199,7 @@ impl Node {
                     Route::Command(h.clone(), command),
                 ));
             }
-            for query in ["get", "history"] {
+            for query in ["get", "history", "at"] {
                 routes.push((
                     format!("{prefix}qry.{agg}.{query}"),
                     Route::Query(h.clone(), query),
@@ -459,7 +459,33 @@ async fn query_reply(
         }
     };
     let value = match query {
-        "get" => handler.get(&body.id).await?,
+        "get" => handler.get(&body.id, None).await?,
+        "at" => {
+            let point = match (number("version")?, body.fields.get("at")) {
+                (Some(v), None) => crate::repository::PointInTime::Version(v),
+                (None, Some(t)) => {
+                    let instant = t
+                        .as_str()
+                        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                        .ok_or_else(|| {
+                            Rejection::new(
+                                Status::Malformed,
+                                "malformed",
+                                "\"at\" must be an RFC 3339 instant",
+                            )
+                        })?;
+                    crate::repository::PointInTime::Instant(instant.with_timezone(&chrono::Utc))
+                }
+                _ => {
+                    return Err(Rejection::new(
+                        Status::Malformed,
+                        "malformed",
+                        "give either \"version\" or \"at\"",
+                    ))
+                }
+            };
+            handler.get(&body.id, Some(point)).await?
+        }
         _ => {
             let after = number("after")?.unwrap_or(0);
             let limit = number("limit")?.map_or(context.config.history_limit, |l| {

@@ -3,7 +3,7 @@
 use super::reply::{Ack, Rejection, Status};
 use super::request::Body;
 use crate::aggregate::{decode_event, event_parts, Aggregate, DomainError, RefusalKind};
-use crate::repository::{ExecuteError, Repository};
+use crate::repository::{ExecuteError, PointInTime, Repository};
 use crate::store::{AppendErrorKind, Metadata, ReadError, ReadErrorKind};
 use futures::future::BoxFuture;
 use serde::de::DeserializeOwned;
@@ -21,7 +21,12 @@ pub(crate) trait Handler: Send + Sync {
         metadata: Metadata,
         expected_version: Option<u64>,
     ) -> BoxFuture<'a, Result<Ack, Rejection>>;
-    fn get<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Value, Rejection>>;
+    /// Current state, or the state at a point in the past.
+    fn get<'a>(
+        &'a self,
+        id: &'a str,
+        at: Option<PointInTime>,
+    ) -> BoxFuture<'a, Result<Value, Rejection>>;
     fn history<'a>(
         &'a self,
         id: &'a str,
@@ -129,9 +134,17 @@ where
         })
     }
 
-    fn get<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Value, Rejection>> {
+    fn get<'a>(
+        &'a self,
+        id: &'a str,
+        at: Option<PointInTime>,
+    ) -> BoxFuture<'a, Result<Value, Rejection>> {
         Box::pin(async move {
-            let loaded = self.repository.load(id).await.map_err(read_rejection)?;
+            let loaded = match at {
+                None => self.repository.load(id).await,
+                Some(point) => self.repository.load_at(id, point).await,
+            }
+            .map_err(read_rejection)?;
             if loaded.position.version == 0 {
                 return Err(Rejection::new(
                     Status::NotFound,
