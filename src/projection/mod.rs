@@ -7,7 +7,9 @@
 //!
 //! - [`runner`]: the consumer `proj_<name>`, batching, checkpoints in KV
 //!   `checkpoints`, idempotence, dead letters in stream `DLQ`.
+//! - [`dlq`]: listing, showing, retrying and discarding parked events.
 
+pub mod dlq;
 pub mod runner;
 
 pub use runner::{PoisonPolicy, ProjectionRunner, RunnerConfig, RunnerError};

@@ -3,6 +3,7 @@
 //! command or query was rejected).
 
 mod connection;
+mod dlq;
 mod events;
 mod node;
 mod project;
@@ -26,6 +27,8 @@ enum Command {
     Node(node::Args),
     /// Run one projection (`person_directory`) as its own process until SIGINT/SIGTERM.
     Project(project::Args),
+    /// List, show, retry or discard events parked in the DLQ.
+    Dlq(dlq::Args),
     /// Send a command, e.g. `jetsource send person.Register '{"id":"p1","name":"Ada","email":"ada@example.org"}'`.
     Send(send::Args),
     /// Ask a query, e.g. `jetsource query person.get '{"id":"p1"}'`.
@@ -51,6 +54,7 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         Command::Node(args) => node::run(args).await,
         Command::Project(args) => project::run(args).await,
+        Command::Dlq(args) => dlq::run(args).await,
         Command::Send(args) => send::run(args).await,
         Command::Query(args) => send::query(args).await,
         Command::Events(args) => events::run(args).await,
