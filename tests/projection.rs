@@ -363,3 +363,43 @@ async fn a_parked_event_retried_after_a_fix_is_applied_once() {
     assert_eq!(view["PersonRegistered"]["value"], 2, "{view:?}");
     assert!(!dlq::discard(&store, 999).await.unwrap());
 }
+
+#[tokio::test]
+async fn status_reports_checkpoint_lag_and_parked_events_per_consumer() {
+    use jetsource::projection::status;
+    let (_server, store, people) = setup().await;
+    register(&people, "a", "Fine", "a@example.org").await;
+    register(&people, "b", "poison", "b@example.org").await;
+    let mut runner = ProjectionRunner::new(
+        store.clone(),
+        Picky,
+        RunnerConfig {
+            max_deliver: 1,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    catch_up(&mut runner, &store).await;
+    register(&people, "c", "Fine", "c@example.org").await;
+    register(&people, "d", "Fine", "d@example.org").await;
+    let all = status::consumers(&store).await.unwrap();
+    let picky = all
+        .iter()
+        .find(|c| c.consumer == "proj_picky")
+        .expect("proj_picky listed");
+    assert_eq!((picky.checkpoint, picky.stream_last_seq), (2, 4));
+    assert_eq!(picky.lag_events, 2);
+    assert_eq!(picky.parked, 1);
+    catch_up(&mut runner, &store).await;
+    let picky = status::consumers(&store)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|c| c.consumer == "proj_picky")
+        .unwrap();
+    assert_eq!(
+        (picky.checkpoint, picky.lag_events, picky.lag_seconds),
+        (4, 0, 0.0)
+    );
+}

@@ -225,6 +225,7 @@ impl Node {
             }
         }
         known.extend(routes.iter().map(|(s, _)| s.clone()));
+        known.insert(format!("{prefix}qry.system.status"));
         let context = Arc::new(Context {
             acks,
             config: self.config.clone(),
@@ -243,6 +244,13 @@ impl Node {
                 .map_err(NodeError::Service)?;
             endpoints.push((endpoint, route));
         }
+        let status = service
+            .endpoint_builder()
+            .name("qry-system-status")
+            .add(format!("{prefix}qry.system.status"))
+            .await
+            .map_err(NodeError::Service)?;
+        endpoints.push((status, Route::Status(self.store.clone())));
         for wildcard in ["cmd.>", "qry.>"] {
             let endpoint = service
                 .endpoint_builder()
@@ -278,6 +286,7 @@ enum Route {
     Command(Arc<dyn Handler>, &'static str),
     Query(Arc<dyn Handler>, &'static str),
     View(Arc<views::Served>, &'static str),
+    Status(EventStore),
     Unknown,
 }
 
@@ -365,6 +374,14 @@ async fn handle(context: &Context, route: Route, request: service::Request) {
             Route::Command(h, command) => command_reply(context, h.as_ref(), command, msg).await,
             Route::Query(h, query) => query_reply(context, h.as_ref(), query, msg).await,
             Route::View(served, query) => view_reply(context, served, query, msg).await,
+            Route::Status(store) => crate::projection::status::consumers(store)
+                .await
+                .map(|c| {
+                    serde_json::to_vec(&serde_json::json!({"consumers": c}))
+                        .expect("JSON")
+                        .into()
+                })
+                .map_err(|e| Rejection::new(Status::Unavailable, "store_unavailable", e)),
             Route::Unknown => Err(Rejection::new(
                 Status::NotFound,
                 "unknown_subject",

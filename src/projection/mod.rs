@@ -8,9 +8,11 @@
 //! - [`runner`]: the consumer `proj_<name>`, batching, checkpoints in KV
 //!   `checkpoints`, idempotence, dead letters in stream `DLQ`.
 //! - [`dlq`]: listing, showing, retrying and discarding parked events.
+//! - [`status`]: checkpoint, lag, redeliveries and parked events per consumer.
 
 pub mod dlq;
 pub mod runner;
+pub mod status;
 
 pub use runner::{PoisonPolicy, ProjectionRunner, RunnerConfig, RunnerError};
 

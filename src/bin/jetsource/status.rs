@@ -34,6 +34,18 @@ pub(crate) async fn run(args: Args) -> Result<Outcome> {
             nodes.push(v);
         }
     }
+    let consumers: serde_json::Value = match client
+        .request(
+            format!("{}qry.system.status", args.connection.subjects().prefix()),
+            "{}".into(),
+        )
+        .await
+    {
+        Ok(reply) => serde_json::from_slice::<serde_json::Value>(&reply.payload)
+            .unwrap_or_default()["consumers"]
+            .clone(),
+        Err(_) => serde_json::Value::Null,
+    };
     let js = async_nats::jetstream::new(client.clone());
     let stream: serde_json::Value = js
         .request("STREAM.INFO.EVENTS".to_string(), &serde_json::json!({}))
@@ -79,6 +91,18 @@ pub(crate) async fn run(args: Args) -> Result<Outcome> {
             node["started"].as_str().unwrap_or("?"),
             sum("num_requests"),
             sum("num_errors"),
+        );
+    }
+    for c in consumers.as_array().into_iter().flatten() {
+        println!(
+            "  consumer {}: checkpoint {} of {}, lag {} events ({:.1}s), {} redelivered, {} parked",
+            c["consumer"].as_str().unwrap_or("?"),
+            c["checkpoint"],
+            c["stream_last_seq"],
+            c["lag_events"],
+            c["lag_seconds"].as_f64().unwrap_or(0.0),
+            c["redelivered"],
+            c["parked"],
         );
     }
     Ok(Outcome::Done)

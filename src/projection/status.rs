@@ -1,0 +1,100 @@
+//! Where every projection (and, later, saga) consumer stands: checkpoint, lag in
+//! events and seconds, redeliveries, parked events.
+
+use super::runner::{CHECKPOINTS, DLQ};
+use crate::store::EventStore;
+use futures::TryStreamExt;
+use serde::Serialize;
+
+/// One consumer's state.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ConsumerStatus {
+    /// `proj_<name>`.
+    pub consumer: String,
+    /// Last stream sequence fully applied.
+    pub checkpoint: u64,
+    /// The event stream's last sequence.
+    pub stream_last_seq: u64,
+    /// Events of this consumer not yet applied.
+    pub lag_events: u64,
+    /// How far behind the newest event the oldest unapplied one was stored.
+    pub lag_seconds: f64,
+    /// Deliveries beyond the first so far outstanding.
+    pub redelivered: usize,
+    /// Events parked in `DLQ` by this consumer.
+    pub parked: u64,
+}
+
+/// The status of every durable consumer on the event stream.
+pub async fn consumers(store: &EventStore) -> Result<Vec<ConsumerStatus>, String> {
+    let js = store.jetstream();
+    let mut stream = js
+        .get_stream(&store.config().stream)
+        .await
+        .map_err(|e| e.to_string())?;
+    let info = stream.info().await.map_err(|e| e.to_string())?.clone();
+    let last_seq = info.state.last_sequence;
+    let last_ts = info.state.last_timestamp;
+    let checkpoints = js.get_key_value(CHECKPOINTS).await.ok();
+    let parked = match js.get_stream(DLQ).await {
+        Ok(dlq) => {
+            let mut per_subject = std::collections::HashMap::new();
+            let mut subjects = dlq
+                .info_with_subjects(format!("{}dlq.>", store.subjects().prefix()))
+                .await
+                .map_err(|e| e.to_string())?;
+            while let Some((subject, count)) =
+                subjects.try_next().await.map_err(|e| e.to_string())?
+            {
+                per_subject.insert(subject, count as u64);
+            }
+            per_subject
+        }
+        Err(_) => Default::default(),
+    };
+    let mut out = Vec::new();
+    let mut consumers = stream.consumers();
+    while let Some(c) = consumers.try_next().await.map_err(|e| e.to_string())? {
+        let name = c.name.clone();
+        let checkpoint = match &checkpoints {
+            Some(kv) => kv
+                .get(&name)
+                .await
+                .ok()
+                .flatten()
+                .and_then(|b| String::from_utf8_lossy(&b).parse().ok())
+                .unwrap_or(0),
+            None => 0,
+        };
+        let lag_events = c.num_pending + c.num_ack_pending as u64;
+        let lag_seconds = if lag_events == 0 {
+            0.0
+        } else {
+            match store.read_seq(checkpoint + 1).await {
+                Ok(Some(e)) => e
+                    .stored_at
+                    .map(|t| {
+                        (last_ts.unix_timestamp_nanos() as f64 / 1e9
+                            - t.timestamp_nanos_opt().unwrap_or(0) as f64 / 1e9)
+                            .max(0.0)
+                    })
+                    .unwrap_or(0.0),
+                _ => 0.0,
+            }
+        };
+        out.push(ConsumerStatus {
+            parked: parked
+                .get(&format!("{}dlq.{name}", store.subjects().prefix()))
+                .copied()
+                .unwrap_or(0),
+            consumer: name,
+            checkpoint,
+            stream_last_seq: last_seq,
+            lag_events,
+            lag_seconds,
+            redelivered: c.num_redelivered,
+        });
+    }
+    out.sort_by(|a, b| a.consumer.cmp(&b.consumer));
+    Ok(out)
+}
