@@ -308,7 +308,7 @@ async fn a_projection_process_killed_mid_catch_up_ends_equal_to_a_fresh_rebuild(
             .spawn()
             .unwrap()
     };
-    for _ in 0..3 {
+    for _ in 0..2 {
         let mut child = spawn();
         let deadline = Instant::now() + Duration::from_secs(10);
         let before = checkpoint(&store).await;

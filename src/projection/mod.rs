@@ -7,10 +7,12 @@
 //!
 //! - [`runner`]: the consumer `proj_<name>`, batching, checkpoints in KV
 //!   `checkpoints`, idempotence, dead letters in stream `DLQ`.
+//! - [`lease`]: one active instance per projection, the others hot standbys.
 //! - [`dlq`]: listing, showing, retrying and discarding parked events.
 //! - [`status`]: checkpoint, lag, redeliveries and parked events per consumer.
 
 pub mod dlq;
+pub mod lease;
 pub mod runner;
 pub mod status;
 

@@ -4,8 +4,10 @@ use crate::connection::Connection;
 use crate::{Outcome, Result};
 use jetsource::domain::directory::PersonDirectory;
 use jetsource::domain::views::{OffersView, OrganizationsView};
+use jetsource::projection::lease::Lease;
 use jetsource::projection::{PoisonPolicy, Projection, ProjectionRunner, RunnerConfig};
 use jetsource::{EventStore, StoreConfig};
+use std::time::Duration;
 
 #[derive(clap::Args, Debug)]
 pub(crate) struct Args {
@@ -19,6 +21,9 @@ pub(crate) struct Args {
     /// Stop (instead of going on) once an event had to be parked in DLQ.
     #[arg(long)]
     stop_on_poison: bool,
+    /// Seconds a dead instance's lease lasts before a standby takes over.
+    #[arg(long, default_value_t = 10)]
+    lease_ttl: u64,
     /// Log filter (overridden by RUST_LOG).
     #[arg(long, default_value = "info")]
     log_level: String,
@@ -64,6 +69,13 @@ async fn project(projection: impl Projection, args: Args) -> Result<Outcome> {
         },
         ..Default::default()
     };
+    // Only the lease holder touches the consumer and the view; others wait.
+    let key = format!("proj_{}", projection.name());
+    let ttl = Duration::from_secs(args.lease_ttl.max(1));
+    let lease = tokio::select! {
+        lease = Lease::acquire(&store, &key, ttl) => lease?,
+        _ = crate::wait_for_signal() => return Ok(Outcome::Done),
+    };
     let runner = ProjectionRunner::new(store, projection, config).await?;
     tracing::info!(
         projection = args.name,
@@ -72,13 +84,21 @@ async fn project(projection: impl Projection, args: Args) -> Result<Outcome> {
     );
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let mut task = tokio::spawn(runner.run(stopped));
-    tokio::select! {
+    let mut lost = lease.lost();
+    let outcome: Result<()> = tokio::select! {
         _ = crate::wait_for_signal() => {
             let _ = stop.send(true);
-            (&mut task).await??;
+            (&mut task).await?.map_err(Into::into)
         }
-        result = &mut task => result??,
-    }
+        _ = lost.wait_for(|l| *l) => {
+            let _ = stop.send(true);
+            let _ = (&mut task).await;
+            Err(format!("lost the lease on {key}: another instance may be active").into())
+        }
+        result = &mut task => result?.map_err(Into::into),
+    };
+    lease.release().await;
+    outcome?;
     tracing::info!(projection = args.name, "projection stopped");
     Ok(Outcome::Done)
 }
