@@ -543,3 +543,166 @@ async fn min_seq_of_an_event_the_view_does_not_read_is_reached_once_caught_up() 
     .await;
     assert_eq!((code, org["name"].as_str()), (None, Some("Acme")), "{org}");
 }
+
+#[tokio::test]
+async fn a_rebuild_fills_the_next_version_while_the_old_answers_then_switches() {
+    use jetsource::projection::rebuild::Rebuild;
+    use jetsource::projection::versions;
+    let server = TestServer::start_with(jetsource::nats_server::Durability::Fast);
+    let (client, store, _node) = node(&server, Duration::from_secs(5)).await;
+    let people = jetsource::Repository::<Person>::new(store.clone(), Default::default());
+    for i in 0..300 {
+        let cmd = jetsource::domain::PersonCommand::Register {
+            name: format!("P {i}"),
+            email: format!("p{i}@x.org"),
+        };
+        people
+            .execute(&format!("p{i}"), &cmd, &jetsource::Metadata::default())
+            .await
+            .unwrap();
+    }
+    let last = store
+        .last_position("person", "p299")
+        .await
+        .unwrap()
+        .unwrap()
+        .seq;
+    let mut v1 = ProjectionRunner::new(store.clone(), PersonDirectory, RunnerConfig::default())
+        .await
+        .unwrap();
+    while v1.checkpoint() < last {
+        v1.step().await.unwrap();
+    }
+    let mut rebuild = Rebuild::start(
+        store.clone(),
+        PersonDirectory,
+        RunnerConfig {
+            batch: 50,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(rebuild.version(), 2);
+    let first = rebuild.step().await.unwrap();
+    assert!(!first.caught_up && first.applied < last);
+    // Mid-rebuild, queries still read version 1, which is complete.
+    let (p, code) = ask(
+        &client,
+        "qry.person.by_email",
+        json!({"email": "p299@x.org"}),
+        Some(last),
+    )
+    .await;
+    assert_eq!((code, p["id"].as_str()), (None, Some("p299")));
+    assert_eq!(
+        versions::active(&store, "person_directory").await.unwrap(),
+        1
+    );
+    let early = Rebuild::start(store.clone(), PersonDirectory, RunnerConfig::default())
+        .await
+        .unwrap();
+    assert!(
+        early.switch().await.is_err(),
+        "a version that has not caught up cannot be switched to"
+    );
+    let mut rebuild = Rebuild::start(
+        store.clone(),
+        PersonDirectory,
+        RunnerConfig {
+            batch: 50,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    while !rebuild.step().await.unwrap().caught_up {}
+    assert_eq!(rebuild.switch().await.unwrap(), 2);
+    // With version 1 gone, the answers can only come from version 2.
+    store
+        .jetstream()
+        .delete_key_value("view_person_directory")
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (p, code) = ask(
+            &client,
+            "qry.person.by_email",
+            json!({"email": "p7@x.org"}),
+            None,
+        )
+        .await;
+        if code.is_none() {
+            assert_eq!(p["id"], "p7");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "queries never switched to version 2: {p}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (p, code) = ask(
+        &client,
+        "qry.person.by_email",
+        json!({"email": "p250@x.org"}),
+        Some(last),
+    )
+    .await;
+    assert_eq!(
+        (code, p["name"].as_str()),
+        (None, Some("P 250")),
+        "min-seq waits on version 2's checkpoint"
+    );
+}
+
+#[tokio::test]
+async fn jetsource_project_rebuild_runs_to_the_switch_and_exits() {
+    let server = TestServer::start_with(jetsource::nats_server::Durability::Fast);
+    let client = jetsource::connect(&server.url()).await.unwrap();
+    let store = EventStore::open(client, StoreConfig::default())
+        .await
+        .unwrap();
+    let people = jetsource::Repository::<Person>::new(store.clone(), Default::default());
+    for i in 0..50 {
+        let cmd = jetsource::domain::PersonCommand::Register {
+            name: format!("P {i}"),
+            email: format!("p{i}@x.org"),
+        };
+        people
+            .execute(&format!("p{i}"), &cmd, &jetsource::Metadata::default())
+            .await
+            .unwrap();
+    }
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_jetsource"))
+        .args([
+            "project",
+            "person_directory",
+            "--rebuild",
+            "--nats-url",
+            &server.url(),
+            "--log-level",
+            "warn",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("version 2 built and active"));
+    assert_eq!(
+        jetsource::projection::versions::active(&store, "person_directory")
+            .await
+            .unwrap(),
+        2
+    );
+    let kv = store
+        .jetstream()
+        .get_key_value("view_person_directory_v2")
+        .await
+        .unwrap();
+    assert!(kv.get("person.p49").await.unwrap().is_some());
+}

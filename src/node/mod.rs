@@ -207,14 +207,7 @@ impl Node {
             }
         }
         for queries in self.views {
-            let served = Arc::new(
-                views::Served::open(
-                    self.store.jetstream(),
-                    queries,
-                    self.store.config().replicas,
-                )
-                .await?,
-            );
+            let served = Arc::new(views::Served::open(&self.store, queries).await?);
             let view = served.queries.view();
             for &query in served.queries.queries() {
                 // A view's query takes the subject over from an aggregate's own
@@ -445,12 +438,13 @@ async fn view_reply(
     msg: &async_nats::Message,
 ) -> Result<Bytes, Rejection> {
     let fields = request::object(msg, context.config.max_body_bytes)?;
+    let (version, rows) = served.rows().await?;
     if let Some(min_seq) = request::min_seq(msg)? {
         served
-            .wait_for(min_seq, context.config.min_seq_wait)
+            .wait_for(version, min_seq, context.config.min_seq_wait)
             .await?;
     }
-    let value = served.queries.answer(&served.rows, query, fields).await?;
+    let value = served.queries.answer(&rows, query, fields).await?;
     Ok(serde_json::to_vec(&value)
         .expect("a JSON value serializes")
         .into())

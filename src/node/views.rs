@@ -3,9 +3,13 @@
 //! until the projection's checkpoint has reached that sequence.
 
 use super::reply::{Rejection, Status};
+use crate::projection::versions;
+use async_nats::jetstream::context::CreateKeyValueError;
 use async_nats::jetstream::kv;
 use futures::future::BoxFuture;
 use serde_json::{Map, Value};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Queries over one projection's rows, served as `qry.<view>.<query>`.
@@ -67,44 +71,120 @@ impl Rows {
 
 pub(crate) struct Served {
     pub(crate) queries: Box<dyn ViewQueries>,
-    pub(crate) rows: Rows,
+    js: async_nats::jetstream::Context,
+    replicas: usize,
+    /// The active version, kept current by a watch on `view_versions`.
+    active: Arc<AtomicU32>,
+    /// The rows of the version last opened.
+    current: tokio::sync::RwLock<(u32, Rows)>,
     checkpoints: kv::Store,
+    watcher: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        self.watcher.abort();
+    }
+}
+
+async fn open_bucket(
+    js: &async_nats::jetstream::Context,
+    name: String,
+    replicas: usize,
+) -> Result<kv::Store, CreateKeyValueError> {
+    match js.get_key_value(&name).await {
+        Ok(kv) => Ok(kv),
+        Err(_) => {
+            js.create_key_value(kv::Config {
+                bucket: name,
+                history: 1,
+                num_replicas: replicas,
+                ..Default::default()
+            })
+            .await
+        }
+    }
 }
 
 impl Served {
     pub(crate) async fn open(
-        js: &async_nats::jetstream::Context,
+        store: &crate::store::EventStore,
         queries: Box<dyn ViewQueries>,
-        replicas: usize,
-    ) -> Result<Served, async_nats::jetstream::context::CreateKeyValueError> {
-        let open = |name: String| async move {
-            match js.get_key_value(&name).await {
-                Ok(kv) => Ok(kv),
-                Err(_) => {
-                    js.create_key_value(kv::Config {
-                        bucket: name,
-                        history: 1,
-                        num_replicas: replicas,
-                        ..Default::default()
-                    })
-                    .await
+    ) -> Result<Served, CreateKeyValueError> {
+        let js = store.jetstream().clone();
+        let replicas = store.config().replicas;
+        let projection = queries.projection();
+        let registry = open_bucket(&js, versions::BUCKET.to_string(), replicas).await?;
+        let version = registry
+            .get(projection)
+            .await
+            .ok()
+            .flatten()
+            .and_then(|b| String::from_utf8_lossy(&b).parse().ok())
+            .unwrap_or(1);
+        let active = Arc::new(AtomicU32::new(version));
+        let watcher = {
+            let active = active.clone();
+            let registry = registry.clone();
+            tokio::spawn(async move {
+                use futures::StreamExt;
+                let Ok(mut updates) = registry.watch(projection).await else {
+                    return;
+                };
+                while let Some(Ok(entry)) = updates.next().await {
+                    if let Ok(v) = String::from_utf8_lossy(&entry.value).parse() {
+                        active.store(v, Ordering::Relaxed);
+                    }
                 }
-            }
+            })
         };
         let rows = Rows {
-            kv: open(format!("view_{}", queries.projection())).await?,
+            kv: open_bucket(&js, versions::bucket_name(projection, version), replicas).await?,
         };
-        let checkpoints = open(crate::projection::runner::CHECKPOINTS.to_string()).await?;
+        let checkpoints = open_bucket(
+            &js,
+            crate::projection::runner::CHECKPOINTS.to_string(),
+            replicas,
+        )
+        .await?;
         Ok(Served {
             queries,
-            rows,
+            js,
+            replicas,
+            active,
+            current: tokio::sync::RwLock::new((version, rows)),
             checkpoints,
+            watcher,
         })
     }
 
-    /// Waits until the projection has applied `min_seq`, or answers 503.
-    pub(crate) async fn wait_for(&self, min_seq: u64, timeout: Duration) -> Result<(), Rejection> {
-        let key = format!("proj_{}", self.queries.projection());
+    /// The rows of the active version (reopened after a rebuild switched it).
+    pub(crate) async fn rows(&self) -> Result<(u32, Rows), Rejection> {
+        let active = self.active.load(Ordering::Relaxed);
+        {
+            let current = self.current.read().await;
+            if current.0 == active {
+                return Ok(current.clone());
+            }
+        }
+        let name = versions::bucket_name(self.queries.projection(), active);
+        let rows = Rows {
+            kv: open_bucket(&self.js, name, self.replicas)
+                .await
+                .map_err(unavailable)?,
+        };
+        *self.current.write().await = (active, rows.clone());
+        Ok((active, rows))
+    }
+
+    /// Waits until the active version has applied `min_seq`, or answers 503.
+    pub(crate) async fn wait_for(
+        &self,
+        version: u32,
+        min_seq: u64,
+        timeout: Duration,
+    ) -> Result<(), Rejection> {
+        let key = versions::consumer_name(self.queries.projection(), version);
         let deadline = Instant::now() + timeout;
         loop {
             let applied = self

@@ -9,12 +9,16 @@
 //!   `checkpoints`, idempotence, dead letters in stream `DLQ`.
 //! - [`lease`]: one active instance per projection, the others hot standbys.
 //! - [`dlq`]: listing, showing, retrying and discarding parked events.
+//! - [`rebuild`]: building the next version while the active one answers.
+//! - [`versions`]: which version of a view queries read; rebuilds fill the next.
 //! - [`status`]: checkpoint, lag, redeliveries and parked events per consumer.
 
 pub mod dlq;
 pub mod lease;
+pub mod rebuild;
 pub mod runner;
 pub mod status;
+pub mod versions;
 
 pub use runner::{PoisonPolicy, ProjectionRunner, RunnerConfig, RunnerError};
 

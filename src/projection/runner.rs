@@ -48,6 +48,8 @@ pub struct RunnerConfig {
     pub idle_wait: Duration,
     /// Row writes in flight at once.
     pub write_concurrency: usize,
+    /// Which version of the view to build (see [`versions`](super::versions)).
+    pub version: u32,
 }
 
 impl Default for RunnerConfig {
@@ -58,6 +60,7 @@ impl Default for RunnerConfig {
             poison: PoisonPolicy::Park,
             idle_wait: Duration::from_millis(500),
             write_concurrency: 256,
+            version: 1,
         }
     }
 }
@@ -136,7 +139,12 @@ impl<P: Projection> ProjectionRunner<P> {
         let js = store.jetstream().clone();
         let name = projection.name().to_string();
         let replicas = store.config().replicas;
-        let rows = bucket(&js, &format!("view_{name}"), replicas).await?;
+        let rows = bucket(
+            &js,
+            &super::versions::bucket_name(&name, config.version),
+            replicas,
+        )
+        .await?;
         let checkpoints = bucket(&js, CHECKPOINTS, replicas).await?;
         let prefix = store.subjects().prefix().to_string();
         js.get_or_create_stream(jetstream::stream::Config {
@@ -148,7 +156,7 @@ impl<P: Projection> ProjectionRunner<P> {
         })
         .await
         .map_err(js_err)?;
-        let consumer_name = format!("proj_{name}");
+        let consumer_name = super::versions::consumer_name(&name, config.version);
         let (checkpoint, revision) =
             match checkpoints.entry(&consumer_name).await.map_err(js_err)? {
                 Some(entry) => (
@@ -200,9 +208,9 @@ impl<P: Projection> ProjectionRunner<P> {
         })
     }
 
-    /// `proj_<name>`.
+    /// `proj_<name>` (or `proj_<name>_v<version>`).
     pub fn consumer_name(&self) -> String {
-        format!("proj_{}", self.projection.name())
+        super::versions::consumer_name(self.projection.name(), self.config.version)
     }
 
     /// The last stream sequence fully applied.

@@ -1,11 +1,13 @@
-//! `jetsource project <name>`: one projection as its own process.
+//! `jetsource project <name>`: one projection as its own process, following its
+//! view's active version; `--rebuild` builds the next version and switches to it.
 
 use crate::connection::Connection;
 use crate::{Outcome, Result};
 use jetsource::domain::directory::PersonDirectory;
 use jetsource::domain::views::{OffersView, OrganizationsView};
 use jetsource::projection::lease::Lease;
-use jetsource::projection::{PoisonPolicy, Projection, ProjectionRunner, RunnerConfig};
+use jetsource::projection::rebuild::Rebuild;
+use jetsource::projection::{versions, PoisonPolicy, Projection, ProjectionRunner, RunnerConfig};
 use jetsource::{EventStore, StoreConfig};
 use std::time::Duration;
 
@@ -13,6 +15,11 @@ use std::time::Duration;
 pub(crate) struct Args {
     /// The projection: `person_directory`, `organizations` or `offers`.
     name: String,
+    /// Build the next version of the view from the first event, with progress,
+    /// switch queries to it once caught up, and exit. The running projection
+    /// follows the switch.
+    #[arg(long)]
+    rebuild: bool,
     #[command(flatten)]
     connection: Connection,
     /// Events per batch.
@@ -37,9 +44,9 @@ pub(crate) async fn run(args: Args) -> Result<Outcome> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match args.name.as_str() {
-        "person_directory" => project(PersonDirectory, args).await,
-        "organizations" => project(OrganizationsView, args).await,
-        "offers" => project(OffersView, args).await,
+        "person_directory" => project(|| PersonDirectory, args).await,
+        "organizations" => project(|| OrganizationsView, args).await,
+        "offers" => project(|| OffersView, args).await,
         other => Err(format!(
             "no projection {other:?} (known: person_directory, organizations, offers)"
         )
@@ -47,7 +54,7 @@ pub(crate) async fn run(args: Args) -> Result<Outcome> {
     }
 }
 
-async fn project(projection: impl Projection, args: Args) -> Result<Outcome> {
+async fn project<P: Projection>(make: impl Fn() -> P, args: Args) -> Result<Outcome> {
     let client = args
         .connection
         .connect(&format!("jetsource project {}", args.name))
@@ -69,36 +76,119 @@ async fn project(projection: impl Projection, args: Args) -> Result<Outcome> {
         },
         ..Default::default()
     };
-    // Only the lease holder touches the consumer and the view; others wait.
-    let key = format!("proj_{}", projection.name());
     let ttl = Duration::from_secs(args.lease_ttl.max(1));
-    let lease = tokio::select! {
-        lease = Lease::acquire(&store, &key, ttl) => lease?,
-        _ = crate::wait_for_signal() => return Ok(Outcome::Done),
-    };
-    let runner = ProjectionRunner::new(store, projection, config).await?;
-    tracing::info!(
-        projection = args.name,
-        checkpoint = runner.checkpoint(),
-        "projection running"
-    );
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let mut task = tokio::spawn(runner.run(stopped));
-    let mut lost = lease.lost();
-    let outcome: Result<()> = tokio::select! {
-        _ = crate::wait_for_signal() => {
-            let _ = stop.send(true);
-            (&mut task).await?.map_err(Into::into)
+    if args.rebuild {
+        return rebuild(make(), store, config, ttl).await;
+    }
+    // Run the active version; when a rebuild switches it, move over to the new one.
+    loop {
+        let version = versions::active(&store, &args.name).await?;
+        let key = versions::consumer_name(&args.name, version);
+        // Only the lease holder touches the consumer and the view; others wait.
+        let lease = tokio::select! {
+            lease = Lease::acquire(&store, &key, ttl) => lease?,
+            _ = crate::wait_for_signal() => return Ok(Outcome::Done),
+        };
+        let runner = ProjectionRunner::new(
+            store.clone(),
+            make(),
+            RunnerConfig {
+                version,
+                ..config.clone()
+            },
+        )
+        .await?;
+        tracing::info!(
+            projection = args.name,
+            version,
+            checkpoint = runner.checkpoint(),
+            "projection running"
+        );
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let mut task = tokio::spawn(runner.run(stopped));
+        let mut lost = lease.lost();
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let switched = loop {
+            tokio::select! {
+                _ = crate::wait_for_signal() => break false,
+                _ = lost.wait_for(|l| *l) => {
+                    let _ = stop.send(true);
+                    let _ = (&mut task).await;
+                    return Err(format!("lost the lease on {key}: another instance may be active").into());
+                }
+                result = &mut task => {
+                    lease.release().await;
+                    result??;
+                    return Ok(Outcome::Done);
+                }
+                _ = tick.tick() => {
+                    if versions::active(&store, &args.name).await? != version {
+                        break true;
+                    }
+                }
+            }
+        };
+        let _ = stop.send(true);
+        (&mut task).await??;
+        lease.release().await;
+        if !switched {
+            tracing::info!(projection = args.name, "projection stopped");
+            return Ok(Outcome::Done);
         }
-        _ = lost.wait_for(|l| *l) => {
-            let _ = stop.send(true);
-            let _ = (&mut task).await;
-            Err(format!("lost the lease on {key}: another instance may be active").into())
+        tracing::info!(
+            projection = args.name,
+            "view version switched: following it"
+        );
+    }
+}
+
+async fn rebuild<P: Projection>(
+    projection: P,
+    store: EventStore,
+    config: RunnerConfig,
+    ttl: Duration,
+) -> Result<Outcome> {
+    let name = projection.name().to_string();
+    let mut rebuild = Rebuild::start(store.clone(), projection, config).await?;
+    let version = rebuild.version();
+    let lease = Lease::acquire(&store, &versions::consumer_name(&name, version), ttl).await?;
+    let bar = indicatif::ProgressBar::new(0);
+    if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{msg} [{bar:40}] {pos}/{len} events ({per_sec}, eta {eta})",
+            )
+            .expect("a valid template")
+            .progress_chars("=> "),
+        );
+    } else {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    bar.set_message(format!("rebuilding {name} v{version}"));
+    loop {
+        let progress = tokio::select! {
+            p = rebuild.step() => p?,
+            _ = crate::wait_for_signal() => {
+                lease.release().await;
+                return Err(format!("rebuild of {name} v{version} interrupted; queries still read the old version").into());
+            }
+        };
+        bar.set_length(progress.target);
+        bar.set_position(progress.applied);
+        if progress.caught_up {
+            break;
         }
-        result = &mut task => result?.map_err(Into::into),
-    };
+    }
+    bar.finish();
+    rebuild.switch().await?;
     lease.release().await;
-    outcome?;
-    tracing::info!(projection = args.name, "projection stopped");
+    println!(
+        "{name}: version {version} built and active; queries read view_{name}{}",
+        if version > 1 {
+            format!("_v{version}")
+        } else {
+            String::new()
+        }
+    );
     Ok(Outcome::Done)
 }

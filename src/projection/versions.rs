@@ -1,0 +1,65 @@
+//! View versions: which bucket a projection's queries read.
+//!
+//! Version 1 lives in `view_<name>` with consumer `proj_<name>`; version N > 1 in
+//! `view_<name>_vN` with `proj_<name>_vN`. KV `view_versions` holds the active
+//! version under the projection's name (absent: 1). A rebuild fills the next
+//! version from sequence 1 and flips this key only once it has caught up, so the
+//! old version answers until then.
+
+use crate::store::EventStore;
+use async_nats::jetstream::kv;
+
+/// The bucket naming each projection's active version.
+pub const BUCKET: &str = "view_versions";
+
+/// `view_<name>` or `view_<name>_v<version>`.
+pub fn bucket_name(projection: &str, version: u32) -> String {
+    match version {
+        0 | 1 => format!("view_{projection}"),
+        v => format!("view_{projection}_v{v}"),
+    }
+}
+
+/// `proj_<name>` or `proj_<name>_v<version>`.
+pub fn consumer_name(projection: &str, version: u32) -> String {
+    match version {
+        0 | 1 => format!("proj_{projection}"),
+        v => format!("proj_{projection}_v{v}"),
+    }
+}
+
+pub(crate) async fn registry(store: &EventStore) -> Result<kv::Store, String> {
+    let js = store.jetstream();
+    match js.get_key_value(BUCKET).await {
+        Ok(kv) => Ok(kv),
+        Err(_) => js
+            .create_key_value(kv::Config {
+                bucket: BUCKET.into(),
+                history: 1,
+                num_replicas: store.config().replicas,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| e.to_string()),
+    }
+}
+
+/// The version queries read now.
+pub async fn active(store: &EventStore, projection: &str) -> Result<u32, String> {
+    let kv = registry(store).await?;
+    Ok(kv
+        .get(projection)
+        .await
+        .map_err(|e| e.to_string())?
+        .and_then(|b| String::from_utf8_lossy(&b).parse().ok())
+        .unwrap_or(1))
+}
+
+/// Makes `version` the one queries read.
+pub async fn set_active(store: &EventStore, projection: &str, version: u32) -> Result<(), String> {
+    let kv = registry(store).await?;
+    kv.put(projection, version.to_string().into_bytes().into())
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
