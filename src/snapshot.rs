@@ -142,20 +142,11 @@ impl<A: Aggregate> Snapshots<A> {
     where
         A: Snapshot,
     {
-        let js = store.jetstream();
-        let kv = match js.get_key_value(BUCKET).await {
-            Ok(kv) => kv,
-            Err(_) => {
-                js.create_key_value(kv::Config {
-                    bucket: BUCKET.into(),
-                    description: "jetsource: aggregate snapshots".into(),
-                    history: 1,
-                    num_replicas: store.config().replicas,
-                    ..Default::default()
-                })
-                .await?
-            }
+        let config = kv::Config {
+            description: "jetsource: aggregate snapshots".into(),
+            ..crate::store::buckets::plain(BUCKET, store.config().replicas)
         };
+        let kv = crate::store::buckets::ensure(store.jetstream(), config).await?;
         Ok(Snapshots {
             kv,
             every: every.max(1),

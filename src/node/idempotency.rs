@@ -49,21 +49,14 @@ impl Acks {
         js: &jetstream::Context,
         cfg: &IdempotencyConfig,
     ) -> Result<Acks, jetstream::context::CreateKeyValueError> {
-        if let Ok(kv) = js.get_key_value(BUCKET).await {
-            return Ok(Acks { kv });
-        }
-        let kv = js
-            .create_key_value(kv::Config {
-                bucket: BUCKET.into(),
-                description: "jetsource: acks of executed commands, by command id".into(),
-                history: 1,
-                max_age: cfg.window,
-                max_bytes: cfg.max_bytes,
-                storage: cfg.storage,
-                num_replicas: cfg.replicas,
-                ..Default::default()
-            })
-            .await?;
+        let config = kv::Config {
+            description: "jetsource: acks of executed commands, by command id".into(),
+            max_age: cfg.window,
+            max_bytes: cfg.max_bytes,
+            storage: cfg.storage,
+            ..crate::store::buckets::plain(BUCKET, cfg.replicas)
+        };
+        let kv = crate::store::buckets::ensure(js, config).await?;
         Ok(Acks { kv })
     }
 

@@ -92,18 +92,7 @@ async fn open_bucket(
     name: String,
     replicas: usize,
 ) -> Result<kv::Store, CreateKeyValueError> {
-    match js.get_key_value(&name).await {
-        Ok(kv) => Ok(kv),
-        Err(_) => {
-            js.create_key_value(kv::Config {
-                bucket: name,
-                history: 1,
-                num_replicas: replicas,
-                ..Default::default()
-            })
-            .await
-        }
-    }
+    crate::store::buckets::ensure(js, crate::store::buckets::plain(name, replicas)).await
 }
 
 impl Served {

@@ -26,20 +26,13 @@ pub struct Lease {
 impl Lease {
     /// Waits until this instance holds the lease on `key`.
     pub async fn acquire(store: &EventStore, key: &str, ttl: Duration) -> Result<Lease, String> {
-        let js = store.jetstream();
-        let kv = match js.get_key_value(BUCKET).await {
-            Ok(kv) => kv,
-            Err(_) => js
-                .create_key_value(kv::Config {
-                    bucket: BUCKET.into(),
-                    history: 1,
-                    max_age: ttl,
-                    num_replicas: store.config().replicas,
-                    ..Default::default()
-                })
-                .await
-                .map_err(|e| e.to_string())?,
+        let config = kv::Config {
+            max_age: ttl,
+            ..crate::store::buckets::plain(BUCKET, store.config().replicas)
         };
+        let kv = crate::store::buckets::ensure(store.jetstream(), config)
+            .await
+            .map_err(|e| e.to_string())?;
         let holder = uuid::Uuid::now_v7().to_string();
         let mut announced = false;
         let revision = loop {

@@ -116,17 +116,9 @@ async fn bucket(
     name: &str,
     replicas: usize,
 ) -> Result<kv::Store, RunnerError> {
-    if let Ok(kv) = js.get_key_value(name).await {
-        return Ok(kv);
-    }
-    js.create_key_value(kv::Config {
-        bucket: name.to_string(),
-        history: 1,
-        num_replicas: replicas,
-        ..Default::default()
-    })
-    .await
-    .map_err(js_err)
+    crate::store::buckets::ensure(js, crate::store::buckets::plain(name, replicas))
+        .await
+        .map_err(js_err)
 }
 
 impl<P: Projection> ProjectionRunner<P> {

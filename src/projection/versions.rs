@@ -29,19 +29,10 @@ pub fn consumer_name(projection: &str, version: u32) -> String {
 }
 
 pub(crate) async fn registry(store: &EventStore) -> Result<kv::Store, String> {
-    let js = store.jetstream();
-    match js.get_key_value(BUCKET).await {
-        Ok(kv) => Ok(kv),
-        Err(_) => js
-            .create_key_value(kv::Config {
-                bucket: BUCKET.into(),
-                history: 1,
-                num_replicas: store.config().replicas,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| e.to_string()),
-    }
+    let config = crate::store::buckets::plain(BUCKET, store.config().replicas);
+    crate::store::buckets::ensure(store.jetstream(), config)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 /// The version queries read now.

@@ -8,6 +8,7 @@
 //! - [`read`]: paged batched direct gets for aggregates, the global log and type scans.
 
 pub mod append;
+pub(crate) mod buckets;
 pub mod codec;
 pub mod envelope;
 mod group_commit;

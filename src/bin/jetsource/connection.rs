@@ -71,6 +71,16 @@ impl Connection {
         Ok(jetsource::connect_with(&self.nats_url, options).await?)
     }
 
+    /// Connects and opens the event store under this deployment's prefix.
+    pub(crate) async fn open_store(&self, name: &str) -> crate::Result<jetsource::EventStore> {
+        let client = self.connect(name).await?;
+        let config = jetsource::StoreConfig {
+            prefix: self.prefix.clone(),
+            ..Default::default()
+        };
+        Ok(jetsource::EventStore::open(client, config).await?)
+    }
+
     pub(crate) fn subjects(&self) -> jetsource::Subjects {
         jetsource::Subjects::new(&self.prefix)
     }

@@ -3,7 +3,6 @@
 use crate::connection::Connection;
 use crate::{Outcome, Result};
 use jetsource::projection::dlq;
-use jetsource::{EventStore, StoreConfig};
 
 #[derive(clap::Args, Debug)]
 pub(crate) struct Args {
@@ -36,15 +35,7 @@ enum Action {
 }
 
 pub(crate) async fn run(args: Args) -> Result<Outcome> {
-    let client = args.connection.connect("jetsource dlq").await?;
-    let store = EventStore::open(
-        client,
-        StoreConfig {
-            prefix: args.connection.prefix.clone(),
-            ..Default::default()
-        },
-    )
-    .await?;
+    let store = args.connection.open_store("jetsource dlq").await?;
     match args.action {
         Action::List => {
             let parked = dlq::list(&store).await?;

@@ -3,7 +3,6 @@
 use crate::connection::Connection;
 use crate::{Outcome, Result};
 use futures::TryStreamExt;
-use jetsource::{EventStore, StoreConfig};
 
 #[derive(clap::Args, Debug)]
 pub(crate) struct Args {
@@ -19,15 +18,7 @@ pub(crate) struct Args {
 }
 
 pub(crate) async fn run(args: Args) -> Result<Outcome> {
-    let client = args.connection.connect("jetsource events").await?;
-    let store = EventStore::open(
-        client,
-        StoreConfig {
-            prefix: args.connection.prefix.clone(),
-            ..Default::default()
-        },
-    )
-    .await?;
+    let store = args.connection.open_store("jetsource events").await?;
     let mut events = store.stream_aggregate(&args.aggregate, &args.id, args.after);
     let mut count = 0;
     while let Some(e) = events.try_next().await? {

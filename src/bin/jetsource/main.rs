@@ -81,6 +81,17 @@ fn nats_server() -> Result<Outcome> {
     Ok(Outcome::Done)
 }
 
+/// Logs to stderr through tracing, filtered by `RUST_LOG` or `level`.
+pub(crate) fn init_logging(level: &str) -> Result<()> {
+    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| level.to_string());
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&filter)?)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    Ok(())
+}
+
 /// Resolves on SIGINT or SIGTERM.
 pub(crate) async fn wait_for_signal() {
     #[cfg(unix)]

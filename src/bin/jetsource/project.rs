@@ -8,7 +8,7 @@ use jetsource::domain::views::{OffersView, OrganizationsView};
 use jetsource::projection::lease::Lease;
 use jetsource::projection::rebuild::Rebuild;
 use jetsource::projection::{versions, PoisonPolicy, Projection, ProjectionRunner, RunnerConfig};
-use jetsource::{EventStore, StoreConfig};
+use jetsource::EventStore;
 use std::time::Duration;
 
 #[derive(clap::Args, Debug)]
@@ -37,12 +37,7 @@ pub(crate) struct Args {
 }
 
 pub(crate) async fn run(args: Args) -> Result<Outcome> {
-    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| args.log_level.clone());
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&filter)?)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    crate::init_logging(&args.log_level)?;
     match args.name.as_str() {
         "person_directory" => project(|| PersonDirectory, args).await,
         "organizations" => project(|| OrganizationsView, args).await,
@@ -55,18 +50,10 @@ pub(crate) async fn run(args: Args) -> Result<Outcome> {
 }
 
 async fn project<P: Projection>(make: impl Fn() -> P, args: Args) -> Result<Outcome> {
-    let client = args
+    let store = args
         .connection
-        .connect(&format!("jetsource project {}", args.name))
+        .open_store(&format!("jetsource project {}", args.name))
         .await?;
-    let store = EventStore::open(
-        client,
-        StoreConfig {
-            prefix: args.connection.prefix.clone(),
-            ..Default::default()
-        },
-    )
-    .await?;
     let config = RunnerConfig {
         batch: args.batch,
         poison: if args.stop_on_poison {

@@ -1,0 +1,27 @@
+//! KV buckets jetsource keeps beside the event stream: opened if they exist,
+//! created with the given configuration if not.
+
+use async_nats::jetstream::context::CreateKeyValueError;
+use async_nats::jetstream::{self, kv};
+
+/// The bucket `config.bucket`, created with `config` when it does not exist yet.
+/// An existing bucket is used as it is.
+pub(crate) async fn ensure(
+    js: &jetstream::Context,
+    config: kv::Config,
+) -> Result<kv::Store, CreateKeyValueError> {
+    match js.get_key_value(&config.bucket).await {
+        Ok(kv) => Ok(kv),
+        Err(_) => js.create_key_value(config).await,
+    }
+}
+
+/// A plain bucket: one value per key, file storage, `replicas` copies.
+pub(crate) fn plain(name: impl Into<String>, replicas: usize) -> kv::Config {
+    kv::Config {
+        bucket: name.into(),
+        history: 1,
+        num_replicas: replicas,
+        ..Default::default()
+    }
+}
