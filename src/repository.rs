@@ -76,6 +76,20 @@ pub struct Loaded<A> {
     recent: std::collections::VecDeque<CommandRecord>,
 }
 
+impl<A: Aggregate> Loaded<A> {
+    /// Applies one stored event and moves the position past it.
+    fn advance(&mut self, recorded: &crate::store::RecordedEvent) -> Result<(), ReadError> {
+        let event = decode_event::<A::Event>(recorded)
+            .map_err(|m| ReadError::new(ReadErrorKind::Malformed(m)))?;
+        self.state.apply(&event);
+        self.position = Position {
+            seq: recorded.seq,
+            version: recorded.version,
+        };
+        Ok(())
+    }
+}
+
 impl<A> Loaded<A> {
     fn remember(&mut self, command_id: &str, seq: u64, version: u64, event_type: &str) {
         match self.recent.back_mut() {
@@ -284,13 +298,7 @@ impl<A: Aggregate> Repository<A> {
             if past {
                 break;
             }
-            let event = decode_event::<A::Event>(&recorded)
-                .map_err(|m| ReadError::new(ReadErrorKind::Malformed(m)))?;
-            loaded.state.apply(&event);
-            loaded.position = Position {
-                seq: recorded.seq,
-                version: recorded.version,
-            };
+            loaded.advance(&recorded)?;
         }
         Ok(loaded)
     }
@@ -314,13 +322,7 @@ impl<A: Aggregate> Repository<A> {
             .store
             .stream_aggregate(A::NAME, id, loaded.position.seq);
         while let Some(recorded) = events.try_next().await? {
-            let event = decode_event::<A::Event>(&recorded)
-                .map_err(|m| ReadError::new(ReadErrorKind::Malformed(m)))?;
-            loaded.state.apply(&event);
-            loaded.position = Position {
-                seq: recorded.seq,
-                version: recorded.version,
-            };
+            loaded.advance(&recorded)?;
             if let Some(command_id) = &recorded.metadata.command_id {
                 loaded.remember(
                     command_id,

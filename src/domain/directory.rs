@@ -129,28 +129,17 @@ impl crate::node::ViewQueries for DirectoryQueries {
         query: &'a str,
         fields: serde_json::Map<String, Value>,
     ) -> futures::future::BoxFuture<'a, Result<Value, crate::node::Rejection>> {
+        use crate::node::views::string_field;
         use crate::node::{Rejection, Status};
         Box::pin(async move {
             if query == "get" {
-                let id = fields.get("id").and_then(Value::as_str).ok_or_else(|| {
-                    Rejection::new(
-                        Status::Malformed,
-                        "malformed",
-                        "body needs an \"id\" string",
-                    )
-                })?;
+                let id = string_field(&fields, "id")?;
                 return rows.get(&person_key(id)).await?.ok_or_else(|| {
                     Rejection::new(Status::NotFound, "not_found", format!("no person {id}"))
                 });
             }
             if query == "by_email" {
-                let email = fields.get("email").and_then(Value::as_str).ok_or_else(|| {
-                    Rejection::new(
-                        Status::Malformed,
-                        "malformed",
-                        "body needs an \"email\" string",
-                    )
-                })?;
+                let email = string_field(&fields, "email")?;
                 let id = rows
                     .get(&email_key(email))
                     .await?

@@ -8,6 +8,7 @@
 use super::organization::OrganizationEvent;
 use super::person::PersonEvent;
 use crate::aggregate::decode_event;
+use crate::node::views::string_field;
 use crate::node::{Rejection, Rows, Status, ViewQueries};
 use crate::projection::{ApplyError, Projection, View};
 use crate::store::RecordedEvent;
@@ -16,16 +17,6 @@ use serde_json::{json, Map, Value};
 
 fn failed(e: impl std::fmt::Display) -> ApplyError {
     ApplyError::Failed(e.to_string())
-}
-
-fn id_field(fields: &Map<String, Value>) -> Result<&str, Rejection> {
-    fields.get("id").and_then(Value::as_str).ok_or_else(|| {
-        Rejection::new(
-            Status::Malformed,
-            "malformed",
-            "body needs an \"id\" string",
-        )
-    })
 }
 
 /// Organizations with their positions and members.
@@ -118,7 +109,7 @@ impl ViewQueries for OrganizationQueries {
         fields: Map<String, Value>,
     ) -> BoxFuture<'a, Result<Value, Rejection>> {
         Box::pin(async move {
-            let id = id_field(&fields)?;
+            let id = string_field(&fields, "id")?;
             let row = rows
                 .get(&format!("organization.{id}"))
                 .await?
@@ -252,7 +243,7 @@ impl ViewQueries for OfferQueries {
         fields: Map<String, Value>,
     ) -> BoxFuture<'a, Result<Value, Rejection>> {
         Box::pin(async move {
-            let id = id_field(&fields)?;
+            let id = string_field(&fields, "id")?;
             Ok(rows
                 .get(&format!("person.{id}"))
                 .await?

@@ -29,6 +29,23 @@ pub trait ViewQueries: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<Value, Rejection>>;
 }
 
+/// A string field a query needs, or a 400 naming it.
+///
+/// ```
+/// let fields = serde_json::json!({"email": "a@b.co"}).as_object().unwrap().clone();
+/// assert_eq!(jetsource::node::views::string_field(&fields, "email").unwrap(), "a@b.co");
+/// assert!(jetsource::node::views::string_field(&fields, "id").is_err());
+/// ```
+pub fn string_field<'a>(fields: &'a Map<String, Value>, name: &str) -> Result<&'a str, Rejection> {
+    fields.get(name).and_then(Value::as_str).ok_or_else(|| {
+        Rejection::new(
+            Status::Malformed,
+            "malformed",
+            format!("body needs an \"{name}\" string"),
+        )
+    })
+}
+
 /// Read access to a view's rows.
 #[derive(Debug, Clone)]
 pub struct Rows {

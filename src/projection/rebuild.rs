@@ -83,13 +83,7 @@ impl<P: Projection> Rebuild<P> {
     /// Applies one more batch.
     pub async fn step(&mut self) -> Result<Progress, RunnerError> {
         let handled = self.runner.step().await?;
-        let mut stream = self
-            .store
-            .jetstream()
-            .get_stream(&self.store.config().stream)
-            .await
-            .map_err(js_err)?;
-        let target = stream.info().await.map_err(js_err)?.state.last_sequence;
+        let target = self.store.last_seq().await.map_err(js_err)?;
         self.caught_up = handled == 0 && self.runner.checkpoint() >= target;
         Ok(Progress {
             applied: self.runner.checkpoint(),

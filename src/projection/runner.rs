@@ -234,13 +234,7 @@ impl<P: Projection> ProjectionRunner<P> {
     /// the sequence of any event, even one this projection does not read.
     pub async fn step(&mut self) -> Result<usize, RunnerError> {
         let stream_end = if self.idle {
-            let mut stream = self
-                .store
-                .jetstream()
-                .get_stream(&self.store.config().stream)
-                .await
-                .map_err(js_err)?;
-            Some(stream.info().await.map_err(js_err)?.state.last_sequence)
+            Some(self.store.last_seq().await.map_err(js_err)?)
         } else {
             None
         };

@@ -352,6 +352,20 @@ impl EventStore {
         }))
     }
 
+    /// The stream's last sequence (0 when empty): how far the whole store has come.
+    pub async fn last_seq(&self) -> Result<u64, ReadError> {
+        let mut stream = self
+            .jetstream()
+            .get_stream(&self.config().stream)
+            .await
+            .map_err(|e| ReadError::with_source(ReadErrorKind::Unavailable, e))?;
+        let info = stream
+            .info()
+            .await
+            .map_err(|e| ReadError::with_source(ReadErrorKind::Unavailable, e))?;
+        Ok(info.state.last_sequence)
+    }
+
     /// The event at one stream sequence, if there is one.
     pub async fn read_seq(&self, seq: u64) -> Result<Option<RecordedEvent>, ReadError> {
         let (mut messages, _) = self.direct_get(&json!({"seq": seq}), false).await?;
