@@ -764,3 +764,71 @@ async fn time_travel_returns_the_state_at_a_version_or_an_instant() {
         (Some(404), Some("not_found"))
     );
 }
+
+#[tokio::test]
+async fn the_node_survives_a_server_restart_and_serves_again() {
+    let mut server = TestServer::start();
+    let client = jetsource::connect(&server.url()).await.unwrap();
+    let store = EventStore::open(
+        client.clone(),
+        StoreConfig {
+            request_timeout: Duration::from_secs(1),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let _node = Node::new(store.clone(), NodeConfig::default())
+        .register::<Person>(Default::default())
+        .start()
+        .await
+        .unwrap();
+    let (ack, code) = send(
+        &client,
+        "cmd.person.Register",
+        json!({"id": "r1", "name": "Before", "email": "b@example.org"}),
+    )
+    .await;
+    assert_eq!((code, ack["seq"].as_u64()), (None, Some(1)));
+
+    server.restart(); // SIGKILL, then the same port and store
+                      // Clients reconnect on their own; until the node has too, requests fail or time out.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let ack = loop {
+        let body =
+            serde_json::to_vec(&json!({"id": "r2", "name": "After", "email": "a@example.org"}))
+                .unwrap();
+        let request = async_nats::Request::new()
+            .headers(with_command_id("after-restart"))
+            .payload(body.into())
+            .timeout(Some(Duration::from_secs(2)));
+        if let Ok(reply) = client.send_request("cmd.person.Register", request).await {
+            let v: Value = serde_json::from_slice(&reply.payload).unwrap();
+            if v["status"] == "accepted" {
+                break v;
+            }
+            assert_eq!(
+                v["error"]["code"], "store_unavailable",
+                "only 503s while reconnecting: {v}"
+            );
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the node never served again"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(ack["version"], 1);
+    let (history, code) = send(&client, "qry.person.history", json!({"id": "r1"})).await;
+    assert_eq!(
+        (code, history["events"].as_array().map(Vec::len)),
+        (None, Some(1)),
+        "nothing stored before was lost"
+    );
+    let (r2, _) = send(&client, "qry.person.history", json!({"id": "r2"})).await;
+    assert_eq!(
+        r2["events"].as_array().map(Vec::len),
+        Some(1),
+        "retries with one command id stored it once"
+    );
+}

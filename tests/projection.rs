@@ -12,6 +12,7 @@ use jetsource::testing::TestServer;
 use jetsource::{EventStore, Metadata, RecordedEvent, Repository, RepositoryConfig, StoreConfig};
 use serde_json::Value;
 use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
 
 async fn setup() -> (TestServer, EventStore, Repository<Person>) {
     let server = TestServer::start_with(jetsource::nats_server::Durability::Fast);
@@ -401,5 +402,63 @@ async fn status_reports_checkpoint_lag_and_parked_events_per_consumer() {
     assert_eq!(
         (picky.checkpoint, picky.lag_events, picky.lag_seconds),
         (4, 0, 0.0)
+    );
+}
+
+#[tokio::test]
+async fn a_running_projection_rides_out_a_server_restart() {
+    let (mut server, store, people) = setup().await;
+    register(&people, "a", "Before", "a@example.org").await;
+    let runner = ProjectionRunner::new(
+        store.clone(),
+        PersonDirectory,
+        RunnerConfig {
+            idle_wait: Duration::from_millis(50),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let (_stop, stopped) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(runner.run(stopped));
+    server.restart();
+    // Writers retry through the outage; the projection must pick the new event up.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let cmd = PersonCommand::Register {
+            name: "After".into(),
+            email: "b@example.org".into(),
+        };
+        let meta = Metadata::default().with_command_id("after-restart");
+        if people.execute("b", &cmd, &meta).await.is_ok() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no write got through after the restart"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    loop {
+        let kv = store
+            .jetstream()
+            .get_key_value("view_person_directory")
+            .await;
+        let row = match kv {
+            Ok(kv) => kv.get(person_key("b")).await.ok().flatten(),
+            Err(_) => None,
+        };
+        if let Some(row) = row {
+            let row: Value = serde_json::from_slice(&row).unwrap();
+            assert_eq!(row["value"]["name"], "After");
+            break;
+        }
+        assert!(!task.is_finished(), "the runner gave up: {:?}", task.await);
+        assert!(Instant::now() < deadline, "the projection did not resume");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        rows(&store, "view_person_directory").await[&person_key("a")]["value"]["name"],
+        "Before"
     );
 }

@@ -41,7 +41,17 @@ impl Default for IdempotencyConfig {
 
 #[derive(Debug, Clone)]
 pub(crate) struct Acks {
-    kv: kv::Store,
+    js: jetstream::Context,
+    config: kv::Config,
+    kv: std::sync::Arc<tokio::sync::RwLock<kv::Store>>,
+}
+
+fn unavailable(e: impl std::fmt::Display) -> Rejection {
+    Rejection::new(
+        Status::Unavailable,
+        "store_unavailable",
+        format!("idempotency lookup: {e}"),
+    )
 }
 
 impl Acks {
@@ -56,26 +66,56 @@ impl Acks {
             storage: cfg.storage,
             ..crate::store::buckets::plain(BUCKET, cfg.replicas)
         };
-        let kv = crate::store::buckets::ensure(js, config).await?;
-        Ok(Acks { kv })
+        let kv = crate::store::buckets::ensure(js, config.clone()).await?;
+        Ok(Acks {
+            js: js.clone(),
+            config,
+            kv: std::sync::Arc::new(tokio::sync::RwLock::new(kv)),
+        })
+    }
+
+    /// A memory bucket is gone after a server restart: make it again. The acks it
+    /// held are not lost for good: the events carry their command ids.
+    async fn reopen(&self) -> Result<kv::Store, Rejection> {
+        let kv = crate::store::buckets::ensure(&self.js, self.config.clone())
+            .await
+            .map_err(unavailable)?;
+        *self.kv.write().await = kv.clone();
+        tracing::info!(bucket = BUCKET, "idempotency bucket re-created");
+        Ok(kv)
     }
 
     pub(crate) async fn get(&self, command_id: &str) -> Result<Option<Bytes>, Rejection> {
-        self.kv.get(command_id).await.map_err(|e| {
-            Rejection::new(
-                Status::Unavailable,
-                "store_unavailable",
-                format!("idempotency lookup: {e}"),
-            )
-        })
+        let kv = self.kv.read().await.clone();
+        match kv.get(command_id).await {
+            Ok(ack) => Ok(ack),
+            Err(_) => self
+                .reopen()
+                .await?
+                .get(command_id)
+                .await
+                .map_err(unavailable),
+        }
     }
 
     /// Stores an ack without holding up the reply: a retry that overtakes it is
     /// answered from the aggregate's own events.
     pub(crate) fn put(&self, command_id: String, ack: Bytes) {
-        let kv = self.kv.clone();
+        let acks = self.clone();
         tokio::spawn(async move {
-            if let Err(e) = kv.put(&command_id, ack).await {
+            let kv = acks.kv.read().await.clone();
+            if kv.put(&command_id, ack.clone()).await.is_ok() {
+                return;
+            }
+            let retried = match acks.reopen().await {
+                Ok(kv) => kv
+                    .put(&command_id, ack)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            if let Err(e) = retried {
                 tracing::warn!(command_id, error = %e, "could not store the command's ack");
             }
         });

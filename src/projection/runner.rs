@@ -121,6 +121,47 @@ async fn bucket(
         .map_err(js_err)
 }
 
+/// The consumer, started afresh right after `checkpoint`. The checkpoint is the
+/// truth and the consumer only a cursor: a consumer left by a killed instance, or
+/// by a step that failed halfway, would hold its unacked batch back until
+/// `ack_wait` while the runner moved past it.
+async fn cursor<P: Projection>(
+    store: &EventStore,
+    projection: &P,
+    config: &RunnerConfig,
+    checkpoint: u64,
+) -> Result<jetstream::consumer::Consumer<pull::Config>, RunnerError> {
+    let name = super::versions::consumer_name(projection.name(), config.version);
+    let filters = projection
+        .aggregates()
+        .iter()
+        .map(|a| store.subjects().aggregate_type(a))
+        .collect();
+    let stream = store
+        .jetstream()
+        .get_stream(&store.config().stream)
+        .await
+        .map_err(js_err)?;
+    let _ = stream.delete_consumer(&name).await;
+    stream
+        .create_consumer(pull::Config {
+            durable_name: Some(name),
+            filter_subjects: filters,
+            ack_policy: AckPolicy::All,
+            deliver_policy: match checkpoint {
+                0 => DeliverPolicy::All,
+                c => DeliverPolicy::ByStartSequence {
+                    start_sequence: c + 1,
+                },
+            },
+            max_deliver: config.max_deliver.max(1) + 1,
+            ack_wait: Duration::from_secs(30),
+            ..Default::default()
+        })
+        .await
+        .map_err(js_err)
+}
+
 impl<P: Projection> ProjectionRunner<P> {
     /// Ensures the consumer, the view bucket, `checkpoints` and `DLQ`, and reads the checkpoint.
     pub async fn new(
@@ -157,36 +198,7 @@ impl<P: Projection> ProjectionRunner<P> {
                 ),
                 None => (0, 0),
             };
-        // The checkpoint is the truth and the consumer only a cursor: start it afresh
-        // right after the checkpoint. A consumer left by a killed instance would hold
-        // its unacked batch back until ack_wait, while this one moved past it.
-        let filters = projection
-            .aggregates()
-            .iter()
-            .map(|a| store.subjects().aggregate_type(a))
-            .collect();
-        let stream = js
-            .get_stream(&store.config().stream)
-            .await
-            .map_err(js_err)?;
-        let _ = stream.delete_consumer(&consumer_name).await;
-        let consumer = stream
-            .create_consumer(pull::Config {
-                durable_name: Some(consumer_name.clone()),
-                filter_subjects: filters,
-                ack_policy: AckPolicy::All,
-                deliver_policy: match checkpoint {
-                    0 => DeliverPolicy::All,
-                    c => DeliverPolicy::ByStartSequence {
-                        start_sequence: c + 1,
-                    },
-                },
-                max_deliver: config.max_deliver.max(1) + 1,
-                ack_wait: Duration::from_secs(30),
-                ..Default::default()
-            })
-            .await
-            .map_err(js_err)?;
+        let consumer = cursor(&store, &projection, &config, checkpoint).await?;
         Ok(ProjectionRunner {
             store,
             projection: Arc::new(projection),
@@ -210,7 +222,8 @@ impl<P: Projection> ProjectionRunner<P> {
         self.checkpoint
     }
 
-    /// Runs until `stop` turns true or an error ends it.
+    /// Runs until `stop` turns true, riding out server outages; ends early only when
+    /// another instance took over or the poison policy says stop.
     pub async fn run(
         mut self,
         mut stop: tokio::sync::watch::Receiver<bool>,
@@ -219,9 +232,33 @@ impl<P: Projection> ProjectionRunner<P> {
             if *stop.borrow() {
                 return Ok(());
             }
-            tokio::select! {
-                step = self.step() => { step?; }
+            let step = tokio::select! {
+                step = self.step() => step,
                 _ = stop.changed() => return Ok(()),
+            };
+            match step {
+                Ok(_) => {}
+                // The server is away (restarting, failing over): wait and go on;
+                // nothing was committed past the checkpoint.
+                Err(RunnerError::JetStream(e)) => {
+                    tracing::warn!(consumer = %self.consumer_name(), error = %e, "waiting for the server");
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        _ = stop.changed() => return Ok(()),
+                    }
+                    match cursor(
+                        &self.store,
+                        self.projection.as_ref(),
+                        &self.config,
+                        self.checkpoint,
+                    )
+                    .await
+                    {
+                        Ok(consumer) => self.consumer = consumer,
+                        Err(e) => tracing::warn!(error = %e, "consumer not restarted yet"),
+                    }
+                }
+                Err(e) => return Err(e),
             }
         }
     }
