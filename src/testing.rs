@@ -45,6 +45,7 @@ pub struct TestServer {
     dir: tempfile::TempDir,
     durability: Durability,
     cluster: Option<ClusterRole>,
+    extra: String,
     child: Option<Child>,
     /// Log length when the current process started: readiness is judged after it.
     log_start: usize,
@@ -64,7 +65,14 @@ impl TestServer {
 
     /// Starts a standalone server in the given durability mode.
     pub fn start_with(durability: Durability) -> TestServer {
+        TestServer::start_with_config(durability, "")
+    }
+
+    /// Starts a standalone server with extra configuration appended (accounts,
+    /// authorization, limits), in the given durability mode.
+    pub fn start_with_config(durability: Durability, extra: &str) -> TestServer {
         let mut server = TestServer::new("n1".into(), durability, None);
+        server.extra = extra.to_string();
         server.launch();
         server.wait_for_log("Server is ready", Duration::from_secs(20));
         server
@@ -80,6 +88,7 @@ impl TestServer {
                 .expect("a temp dir for the server"),
             durability,
             cluster,
+            extra: String::new(),
             child: None,
             log_start: 0,
         }
@@ -135,6 +144,7 @@ impl TestServer {
                 routes.join(", ")
             ));
         }
+        conf.push_str(&self.extra);
         let path = self.dir.path().join("server.conf");
         fs::write(&path, conf).expect("write server config");
         path
