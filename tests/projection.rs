@@ -1,8 +1,8 @@
 //! The projection runner against a real server: catch-up, idempotent replays,
 //! poison events parked in DLQ.
 
-use async_nats::jetstream::kv;
-use futures::StreamExt;
+mod support;
+
 use jetsource::domain::directory::{email_key, person_key, PersonDirectory};
 use jetsource::domain::{Person, PersonCommand};
 use jetsource::projection::{
@@ -11,8 +11,8 @@ use jetsource::projection::{
 use jetsource::testing::TestServer;
 use jetsource::{EventStore, Metadata, RecordedEvent, Repository, RepositoryConfig, StoreConfig};
 use serde_json::Value;
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
+use support::view_rows;
 
 async fn setup() -> (TestServer, EventStore, Repository<Person>) {
     let server = TestServer::start_with(jetsource::nats_server::Durability::Fast);
@@ -38,13 +38,8 @@ async fn register(people: &Repository<Person>, id: &str, name: &str, email: &str
         .unwrap();
 }
 
-async fn last_seq(store: &EventStore) -> u64 {
-    let mut stream = store.jetstream().get_stream("EVENTS").await.unwrap();
-    stream.info().await.unwrap().state.last_sequence
-}
-
 async fn catch_up<P: Projection>(runner: &mut ProjectionRunner<P>, store: &EventStore) {
-    let target = last_seq(store).await;
+    let target = store.last_seq().await.unwrap();
     for _ in 0..100 {
         if runner.checkpoint() >= target {
             return;
@@ -52,18 +47,6 @@ async fn catch_up<P: Projection>(runner: &mut ProjectionRunner<P>, store: &Event
         runner.step().await.unwrap();
     }
     panic!("runner stuck at {} of {target}", runner.checkpoint());
-}
-
-async fn rows(store: &EventStore, bucket: &str) -> BTreeMap<String, Value> {
-    let kv: kv::Store = store.jetstream().get_key_value(bucket).await.unwrap();
-    let mut keys = kv.keys().await.unwrap();
-    let mut out = BTreeMap::new();
-    while let Some(key) = keys.next().await {
-        let key = key.unwrap();
-        let row: Value = serde_json::from_slice(&kv.get(&key).await.unwrap().unwrap()).unwrap();
-        out.insert(key, row);
-    }
-    out
 }
 
 #[tokio::test]
@@ -102,7 +85,7 @@ async fn the_directory_catches_up_in_batches_and_follows_email_changes() {
     .await
     .unwrap();
     catch_up(&mut runner, &store).await;
-    let view = rows(&store, "view_person_directory").await;
+    let view = view_rows(&store, "view_person_directory").await;
     let person = |id: &str| view[&person_key(id)]["value"].clone();
     assert_eq!(person("p3")["email"], "new3@example.org");
     assert_eq!(person("p299")["name"], "Person 299");
@@ -124,7 +107,7 @@ async fn the_directory_catches_up_in_batches_and_follows_email_changes() {
     register(&people, "late", "Late Person", "late@example.org").await;
     catch_up(&mut runner, &store).await;
     assert_eq!(
-        rows(&store, "view_person_directory").await[&person_key("late")]["value"]["name"],
+        view_rows(&store, "view_person_directory").await[&person_key("late")]["value"]["name"],
         "Late Person"
     );
 }
@@ -155,7 +138,7 @@ async fn replaying_every_event_over_an_existing_view_changes_nothing() {
         .await
         .unwrap();
     catch_up(&mut runner, &store).await;
-    let before = rows(&store, "view_person_directory").await;
+    let before = view_rows(&store, "view_person_directory").await;
     // Lose the consumer and the checkpoint (say, a botched migration): every event
     // is delivered again onto the existing rows.
     store
@@ -186,7 +169,7 @@ async fn replaying_every_event_over_an_existing_view_changes_nothing() {
     .unwrap();
     assert_eq!(again.checkpoint(), 0);
     catch_up(&mut again, &store).await;
-    assert_eq!(rows(&store, "view_person_directory").await, before);
+    assert_eq!(view_rows(&store, "view_person_directory").await, before);
 }
 
 /// Counts events per type, and cannot stomach a person named "poison".
@@ -229,7 +212,7 @@ async fn a_poison_event_is_parked_with_its_error_and_the_rest_applied() {
     .await
     .unwrap();
     catch_up(&mut runner, &store).await;
-    let view = rows(&store, "view_picky").await;
+    let view = view_rows(&store, "view_picky").await;
     assert_eq!(
         view["PersonRegistered"]["value"], 2,
         "a and c counted once each, b parked"
@@ -353,7 +336,7 @@ async fn a_parked_event_retried_after_a_fix_is_applied_once() {
         "rewound to just before the parked event"
     );
     catch_up(&mut fixed, &store).await;
-    let view = rows(&store, "view_picky").await;
+    let view = view_rows(&store, "view_picky").await;
     assert_eq!(
         view["person.b"]["value"]["name"], "poison",
         "the retried event is applied"
@@ -458,7 +441,7 @@ async fn a_running_projection_rides_out_a_server_restart() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(
-        rows(&store, "view_person_directory").await[&person_key("a")]["value"]["name"],
+        view_rows(&store, "view_person_directory").await[&person_key("a")]["value"]["name"],
         "Before"
     );
 }

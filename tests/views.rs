@@ -1,7 +1,8 @@
 //! View-backed queries with read-your-writes, and `jetsource project` surviving kill -9.
 
+mod support;
+
 use async_nats::HeaderMap;
-use futures::StreamExt;
 use jetsource::domain::directory::{DirectoryQueries, PersonDirectory};
 use jetsource::domain::{Organization, Person};
 use jetsource::node::{Node, NodeConfig};
@@ -9,8 +10,8 @@ use jetsource::projection::{ProjectionRunner, RunnerConfig};
 use jetsource::testing::TestServer;
 use jetsource::{EventStore, StoreConfig};
 use serde_json::{json, Value};
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
+use support::view_rows;
 
 async fn node(
     server: &TestServer,
@@ -212,22 +213,6 @@ async fn the_person_list_pages_in_name_order() {
     assert_eq!(names, ["adam", "Bea", "Kai", "Lu", "Mia", "Ola", "Zoe"]);
 }
 
-async fn view_rows(store: &EventStore) -> BTreeMap<String, Value> {
-    let kv = store
-        .jetstream()
-        .get_key_value("view_person_directory")
-        .await
-        .unwrap();
-    let mut keys = kv.keys().await.unwrap();
-    let mut out = BTreeMap::new();
-    while let Some(key) = keys.next().await {
-        let key = key.unwrap();
-        let row: Value = serde_json::from_slice(&kv.get(&key).await.unwrap().unwrap()).unwrap();
-        out.insert(key, row);
-    }
-    out
-}
-
 async fn checkpoint(store: &EventStore) -> u64 {
     match store.jetstream().get_key_value("checkpoints").await {
         Ok(kv) => kv
@@ -329,7 +314,7 @@ async fn a_projection_process_killed_mid_catch_up_ends_equal_to_a_fresh_rebuild(
     }
     child.kill().unwrap();
     child.wait().unwrap();
-    let survived = view_rows(&store).await;
+    let survived = view_rows(&store, "view_person_directory").await;
 
     // A fresh rebuild: no consumer, no checkpoint, no rows.
     let js = store.jetstream();
@@ -352,7 +337,7 @@ async fn a_projection_process_killed_mid_catch_up_ends_equal_to_a_fresh_rebuild(
     while fresh.checkpoint() < last {
         fresh.step().await.unwrap();
     }
-    let rebuilt = view_rows(&store).await;
+    let rebuilt = view_rows(&store, "view_person_directory").await;
     assert_eq!(survived.len(), rebuilt.len());
     assert_eq!(
         survived, rebuilt,

@@ -114,3 +114,20 @@ pub async fn append_new(
         .await
         .unwrap_or_else(|e| panic!("append to ledger {id}: {e}"))
 }
+
+/// Every row of a view bucket, as stored (`{seq, value}`), by key.
+pub async fn view_rows(
+    store: &EventStore,
+    bucket: &str,
+) -> std::collections::BTreeMap<String, serde_json::Value> {
+    use futures::StreamExt;
+    let kv = store.jetstream().get_key_value(bucket).await.unwrap();
+    let mut keys = kv.keys().await.unwrap();
+    let mut out = std::collections::BTreeMap::new();
+    while let Some(key) = keys.next().await {
+        let key = key.unwrap();
+        let row = serde_json::from_slice(&kv.get(&key).await.unwrap().unwrap()).unwrap();
+        out.insert(key, row);
+    }
+    out
+}
