@@ -10,9 +10,12 @@
 //! | room | what lives there |
 //! |---|---|
 //! | [`aggregate`] | the pure domain traits: [`Aggregate`] (`handle` decides, `apply` evolves), [`DomainEvent`], [`Upcaster`] |
-//! | [`domain`] | the reference domain: Person and Organization (pure) |
+//! | [`domain`] | the reference domain: Person and Organization (pure), their views, the hiring saga |
 //! | [`fixture`] | given/when/then tests for aggregates, no server needed |
 //! | [`projection`] | read models: `Projection`, `View`, the runner (consumer `proj_<name>`, KV `view_<name>`, `checkpoints`, `DLQ`) |
+//! | [`saga`] | process managers: `Saga` (pure `react`), the runner (consumer `saga_<name>`, KV `sagas`, deadlines in stream `TIMERS`) |
+//! | [`client`] | a typed client for the node's commands and queries (what sagas and examples send with) |
+//! | [`consumer`] | what projections and sagas share: checkpoints, cursors, parking in `DLQ` |
 //! | [`repository`] | [`Repository`]: load, decide, append with the expected sequence, retry conflicts, cache hydrated aggregates |
 //! | [`snapshot`] | opt-in snapshots in KV `snapshots`: a load reads only the events after one |
 //! | [`store`] | [`EventStore`]: the `EVENTS` stream, envelope headers, JSON/CBOR codecs, ADR-50 atomic appends, group commit, paged reads |
@@ -49,7 +52,9 @@
 //! ```
 
 pub mod aggregate;
+pub mod client;
 pub mod connect;
+pub mod consumer;
 pub mod domain;
 pub mod error;
 pub mod fixture;
@@ -57,6 +62,7 @@ pub mod nats_server;
 pub mod node;
 pub mod projection;
 pub mod repository;
+pub mod saga;
 pub mod snapshot;
 pub mod store;
 pub mod subjects;

@@ -1,66 +1,19 @@
 //! Two real `jetsource node` processes serving the same aggregates under
 //! concurrent clients: conflicts are retried and nothing is lost.
 
+mod support;
+
 use jetsource::testing::TestServer;
 use serde_json::{json, Value};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-struct NodeProcess(Child);
-
-impl NodeProcess {
-    fn start(url: &str) -> NodeProcess {
-        let child = Command::new(env!("CARGO_BIN_EXE_jetsource"))
-            .args(["node", "--nats-url", url, "--log-level", "warn"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("start jetsource node");
-        NodeProcess(child)
-    }
-}
-
-impl Drop for NodeProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-async fn wait_for_nodes(client: &async_nats::Client, n: usize) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let inbox = client.new_inbox();
-        let mut sub = client.subscribe(inbox.clone()).await.unwrap();
-        client
-            .publish_with_reply("$SRV.PING.jetsource", inbox, "".into())
-            .await
-            .unwrap();
-        let mut seen = 0;
-        while let Ok(Some(_)) = tokio::time::timeout(
-            Duration::from_millis(200),
-            futures::StreamExt::next(&mut sub),
-        )
-        .await
-        {
-            seen += 1;
-        }
-        if seen >= n {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "only {seen} of {n} nodes came up"
-        );
-    }
-}
+use support::{wait_for_nodes, Process};
 
 #[tokio::test]
 async fn two_node_processes_share_the_load_and_lose_nothing() {
     let server = TestServer::start();
     let client = jetsource::connect(&server.url()).await.unwrap();
-    let _a = NodeProcess::start(&server.url());
-    let _b = NodeProcess::start(&server.url());
+    let _a = Process::start(&server.url(), &["node"]);
+    let _b = Process::start(&server.url(), &["node"]);
     wait_for_nodes(&client, 2).await;
 
     let send = |client: async_nats::Client, subject: &'static str, body: Value| async move {

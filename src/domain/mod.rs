@@ -6,16 +6,19 @@
 //! - [`validate`]: the value rules both share (names, emails, ids).
 //! - [`directory`]: the `person_directory` projection (people by id and email).
 //! - [`views`]: the `organizations` and `offers` projections.
+//! - [`hiring`]: the hiring saga, from an extended offer to a started employment.
 //!
 //! Commands are externally tagged serde enums of struct variants: the node turns
 //! `cmd.person.Register` with body `{"id":…,"name":…,"email":…}` into
 //! `PersonCommand::Register { name, email }` for aggregate `id`.
 
 pub mod directory;
+pub mod hiring;
 pub mod organization;
 pub mod person;
 pub mod validate;
 pub mod views;
 
+pub use hiring::{Hiring, HiringState};
 pub use organization::{Organization, OrganizationCommand, OrganizationError, OrganizationEvent};
 pub use person::{Person, PersonCommand, PersonError, PersonEvent};

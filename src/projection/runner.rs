@@ -11,19 +11,17 @@
 //! goes on or stops, by [`PoisonPolicy`].
 
 use super::{ApplyError, Projection, Row, View};
+use crate::consumer::{self, Checkpoint, JetStreamError, Superseded};
 use crate::store::envelope::RecordedEvent;
 use crate::store::EventStore;
-use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
+use async_nats::jetstream::consumer::pull;
 use async_nats::jetstream::{self, kv, AckKind};
 use futures::StreamExt;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Bucket holding every consumer's checkpoint.
-pub const CHECKPOINTS: &str = "checkpoints";
-/// Stream holding parked events.
-pub const DLQ: &str = "DLQ";
+pub use crate::consumer::{CHECKPOINTS, DLQ};
 
 /// What to do once an event has failed `max_deliver` times.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -88,6 +86,18 @@ fn js_err(e: impl std::fmt::Display) -> RunnerError {
     RunnerError::JetStream(e.to_string())
 }
 
+impl From<JetStreamError> for RunnerError {
+    fn from(e: JetStreamError) -> Self {
+        RunnerError::JetStream(e.0)
+    }
+}
+
+impl From<Superseded> for RunnerError {
+    fn from(e: Superseded) -> Self {
+        RunnerError::Superseded(e.0)
+    }
+}
+
 /// One projection's runner.
 pub struct ProjectionRunner<P: Projection> {
     store: EventStore,
@@ -95,9 +105,7 @@ pub struct ProjectionRunner<P: Projection> {
     config: RunnerConfig,
     consumer: jetstream::consumer::Consumer<pull::Config>,
     rows: kv::Store,
-    checkpoints: kv::Store,
-    checkpoint: u64,
-    revision: u64,
+    checkpoint: Checkpoint,
     /// The last step found nothing: the next one first notes the stream's end.
     idle: bool,
 }
@@ -106,25 +114,11 @@ impl<P: Projection> std::fmt::Debug for ProjectionRunner<P> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ProjectionRunner")
             .field("projection", &self.projection.name())
-            .field("checkpoint", &self.checkpoint)
+            .field("checkpoint", &self.checkpoint.value())
             .finish()
     }
 }
 
-async fn bucket(
-    js: &jetstream::Context,
-    name: &str,
-    replicas: usize,
-) -> Result<kv::Store, RunnerError> {
-    crate::store::buckets::ensure(js, crate::store::buckets::plain(name, replicas))
-        .await
-        .map_err(js_err)
-}
-
-/// The consumer, started afresh right after `checkpoint`. The checkpoint is the
-/// truth and the consumer only a cursor: a consumer left by a killed instance, or
-/// by a step that failed halfway, would hold its unacked batch back until
-/// `ack_wait` while the runner moved past it.
 async fn cursor<P: Projection>(
     store: &EventStore,
     projection: &P,
@@ -132,34 +126,14 @@ async fn cursor<P: Projection>(
     checkpoint: u64,
 ) -> Result<jetstream::consumer::Consumer<pull::Config>, RunnerError> {
     let name = super::versions::consumer_name(projection.name(), config.version);
-    let filters = projection
-        .aggregates()
-        .iter()
-        .map(|a| store.subjects().aggregate_type(a))
-        .collect();
-    let stream = store
-        .jetstream()
-        .get_stream(&store.config().stream)
-        .await
-        .map_err(js_err)?;
-    let _ = stream.delete_consumer(&name).await;
-    stream
-        .create_consumer(pull::Config {
-            durable_name: Some(name),
-            filter_subjects: filters,
-            ack_policy: AckPolicy::All,
-            deliver_policy: match checkpoint {
-                0 => DeliverPolicy::All,
-                c => DeliverPolicy::ByStartSequence {
-                    start_sequence: c + 1,
-                },
-            },
-            max_deliver: config.max_deliver.max(1) + 1,
-            ack_wait: Duration::from_secs(30),
-            ..Default::default()
-        })
-        .await
-        .map_err(js_err)
+    Ok(consumer::cursor(
+        store,
+        &name,
+        projection.aggregates(),
+        config.max_deliver,
+        checkpoint,
+    )
+    .await?)
 }
 
 impl<P: Projection> ProjectionRunner<P> {
@@ -172,42 +146,23 @@ impl<P: Projection> ProjectionRunner<P> {
         let js = store.jetstream().clone();
         let name = projection.name().to_string();
         let replicas = store.config().replicas;
-        let rows = bucket(
+        let rows = consumer::bucket(
             &js,
             &super::versions::bucket_name(&name, config.version),
             replicas,
         )
         .await?;
-        let checkpoints = bucket(&js, CHECKPOINTS, replicas).await?;
-        let prefix = store.subjects().prefix().to_string();
-        js.get_or_create_stream(jetstream::stream::Config {
-            name: DLQ.into(),
-            subjects: vec![format!("{prefix}dlq.>")],
-            storage: jetstream::stream::StorageType::File,
-            num_replicas: replicas,
-            ..Default::default()
-        })
-        .await
-        .map_err(js_err)?;
+        consumer::ensure_dlq(&store).await?;
         let consumer_name = super::versions::consumer_name(&name, config.version);
-        let (checkpoint, revision) =
-            match checkpoints.entry(&consumer_name).await.map_err(js_err)? {
-                Some(entry) => (
-                    String::from_utf8_lossy(&entry.value).parse().unwrap_or(0),
-                    entry.revision,
-                ),
-                None => (0, 0),
-            };
-        let consumer = cursor(&store, &projection, &config, checkpoint).await?;
+        let checkpoint = Checkpoint::load(&store, &consumer_name).await?;
+        let consumer = cursor(&store, &projection, &config, checkpoint.value()).await?;
         Ok(ProjectionRunner {
             store,
             projection: Arc::new(projection),
             config,
             consumer,
             rows,
-            checkpoints,
             checkpoint,
-            revision,
             idle: true,
         })
     }
@@ -219,7 +174,7 @@ impl<P: Projection> ProjectionRunner<P> {
 
     /// The last stream sequence fully applied.
     pub fn checkpoint(&self) -> u64 {
-        self.checkpoint
+        self.checkpoint.value()
     }
 
     /// Runs until `stop` turns true, riding out server outages; ends early only when
@@ -250,7 +205,7 @@ impl<P: Projection> ProjectionRunner<P> {
                         &self.store,
                         self.projection.as_ref(),
                         &self.config,
-                        self.checkpoint,
+                        self.checkpoint.value(),
                     )
                     .await
                     {
@@ -294,16 +249,17 @@ impl<P: Projection> ProjectionRunner<P> {
             }
             return Ok(0);
         }
-        let events: Vec<(u64, Result<RecordedEvent, String>)> =
-            messages.iter().map(|m| self.parse(m)).collect();
+        let events: Vec<(u64, Result<RecordedEvent, String>)> = messages
+            .iter()
+            .map(|m| consumer::recorded_event(&self.store, m))
+            .collect();
         let (view, stopped_at) = self.apply(&events).await?;
         let applied_up_to = match stopped_at {
             Some((i, _)) => i,
             None => events.len(),
         };
         let last_good = events[..applied_up_to].iter().map(|(seq, _)| *seq).max();
-        self.commit(view, last_good.map(|s| s.max(self.checkpoint)))
-            .await?;
+        self.commit(view, last_good).await?;
         if let Some(i) = applied_up_to.checked_sub(1) {
             messages[i].ack().await.map_err(js_err)?;
         }
@@ -334,36 +290,6 @@ impl<P: Projection> ProjectionRunner<P> {
         Ok(messages.len())
     }
 
-    fn parse(&self, m: &jetstream::Message) -> (u64, Result<RecordedEvent, String>) {
-        let info = match m.info() {
-            Ok(info) => info,
-            Err(e) => return (0, Err(format!("not a JetStream message: {e}"))),
-        };
-        let seq = info.stream_sequence;
-        let published = info.published;
-        let stored_at =
-            chrono::DateTime::from_timestamp(published.unix_timestamp(), published.nanosecond());
-        let event = (|| {
-            let (aggregate, id) = self
-                .store
-                .subjects()
-                .parse_event_subject(&m.subject)
-                .ok_or_else(|| format!("{} is not an event subject", m.subject))?;
-            let headers = m.headers.as_ref().ok_or("no headers")?;
-            RecordedEvent::from_parts(
-                seq,
-                &m.subject,
-                aggregate,
-                id,
-                headers,
-                m.payload.clone(),
-                stored_at,
-            )
-            .map_err(|e| e.to_string())
-        })();
-        (seq, event)
-    }
-
     /// Applies the batch in memory. A pass that needs rows not loaded yet records
     /// them, they are loaded together, and the pass runs again. Returns the view
     /// and, if an event failed, its index and error.
@@ -380,7 +306,7 @@ impl<P: Projection> ProjectionRunner<P> {
             let mut missing = HashSet::new();
             let mut failed = None;
             for (i, (seq, event)) in events.iter().enumerate() {
-                if *seq <= self.checkpoint {
+                if *seq <= self.checkpoint.value() {
                     continue;
                 }
                 view.begin(*seq);
@@ -437,24 +363,9 @@ impl<P: Projection> ProjectionRunner<P> {
             .collect::<Vec<_>>()
             .await;
         writes.into_iter().collect::<Result<Vec<_>, _>>()?;
-        let Some(checkpoint) = checkpoint.filter(|c| *c > self.checkpoint) else {
-            return Ok(());
-        };
-        let name = self.consumer_name();
-        let value = checkpoint.to_string().into_bytes().into();
-        let revision = if self.revision == 0 {
-            self.checkpoints
-                .create(&name, value)
-                .await
-                .map_err(|_| RunnerError::Superseded(name.clone()))?
-        } else {
-            self.checkpoints
-                .update(&name, value, self.revision)
-                .await
-                .map_err(|_| RunnerError::Superseded(name.clone()))?
-        };
-        self.revision = revision;
-        self.checkpoint = checkpoint;
+        if let Some(checkpoint) = checkpoint {
+            self.checkpoint.advance(checkpoint).await?;
+        }
         Ok(())
     }
 
@@ -464,42 +375,6 @@ impl<P: Projection> ProjectionRunner<P> {
         seq: u64,
         reason: &str,
     ) -> Result<(), RunnerError> {
-        // The parked copy keeps the event's own headers but none of the NATS control
-        // headers (a Nats-Msg-Id would make the server drop it as a duplicate).
-        let mut headers = async_nats::HeaderMap::new();
-        for (name, values) in m.headers.iter().flat_map(|h| h.iter()) {
-            let name: &str = name.as_ref();
-            if !name.starts_with("Nats-") {
-                for v in values {
-                    headers.append(name, v.as_str());
-                }
-            }
-        }
-        headers.insert("Jetsource-Dlq-Consumer", self.consumer_name().as_str());
-        headers.insert("Jetsource-Dlq-Seq", seq.to_string().as_str());
-        headers.insert("Jetsource-Dlq-Subject", m.subject.as_str());
-        headers.insert(
-            "Jetsource-Dlq-Error",
-            reason.replace(['\r', '\n'], " ").as_str(),
-        );
-        let subject = format!(
-            "{}dlq.{}",
-            self.store.subjects().prefix(),
-            self.consumer_name()
-        );
-        self.store
-            .jetstream()
-            .publish_with_headers(subject, headers, m.payload.clone())
-            .await
-            .map_err(js_err)?
-            .await
-            .map_err(js_err)?;
-        tracing::warn!(
-            projection = self.projection.name(),
-            seq,
-            reason,
-            "event parked in DLQ"
-        );
-        Ok(())
+        Ok(consumer::park(&self.store, &self.consumer_name(), m, seq, reason).await?)
     }
 }

@@ -131,3 +131,62 @@ pub async fn view_rows(
     }
     out
 }
+
+/// A `jetsource` child process (the binary under test), SIGKILLed on drop.
+pub struct Process(pub std::process::Child);
+
+impl Process {
+    /// `jetsource <args…> --nats-url <url> --log-level warn`.
+    pub fn start(url: &str, args: &[&str]) -> Process {
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_jetsource"))
+            .args(args)
+            .args(["--nats-url", url, "--log-level", "warn"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start jetsource {args:?}: {e}"));
+        Process(child)
+    }
+
+    /// kill -9, and reap it.
+    pub fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Waits until `n` nodes answer `$SRV.PING.jetsource`.
+pub async fn wait_for_nodes(client: &async_nats::Client, n: usize) {
+    use std::time::{Duration, Instant};
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let inbox = client.new_inbox();
+        let mut sub = client.subscribe(inbox.clone()).await.unwrap();
+        client
+            .publish_with_reply("$SRV.PING.jetsource", inbox, "".into())
+            .await
+            .unwrap();
+        let mut seen = 0;
+        while let Ok(Some(_)) = tokio::time::timeout(
+            Duration::from_millis(200),
+            futures::StreamExt::next(&mut sub),
+        )
+        .await
+        {
+            seen += 1;
+        }
+        if seen >= n {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {seen} of {n} nodes came up"
+        );
+    }
+}

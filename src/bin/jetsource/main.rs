@@ -7,6 +7,7 @@ mod dlq;
 mod events;
 mod node;
 mod project;
+mod saga;
 mod send;
 mod status;
 
@@ -27,6 +28,10 @@ enum Command {
     Node(node::Args),
     /// Run one projection (`person_directory`) as its own process until SIGINT/SIGTERM.
     Project(project::Args),
+    /// Run one saga (`hiring`) as its own process until SIGINT/SIGTERM.
+    Saga(saga::Args),
+    /// List saga instances or show one, e.g. `jetsource sagas list hiring`.
+    Sagas(saga::ListArgs),
     /// List, show, retry or discard events parked in the DLQ.
     Dlq(dlq::Args),
     /// Send a command, e.g. `jetsource send person.Register '{"id":"p1","name":"Ada","email":"ada@example.org"}'`.
@@ -54,6 +59,8 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         Command::Node(args) => node::run(args).await,
         Command::Project(args) => project::run(args).await,
+        Command::Saga(args) => saga::run(args).await,
+        Command::Sagas(args) => saga::list(args).await,
         Command::Dlq(args) => dlq::run(args).await,
         Command::Send(args) => send::run(args).await,
         Command::Query(args) => send::query(args).await,

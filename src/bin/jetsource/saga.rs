@@ -1,0 +1,130 @@
+//! `jetsource saga <name>`: one saga as its own process (one active per saga through
+//! a lease, others wait as standbys), and `jetsource sagas`: its instances.
+
+use crate::connection::Connection;
+use crate::{Outcome, Result};
+use jetsource::client::Client;
+use jetsource::domain::Hiring;
+use jetsource::projection::lease::Lease;
+use jetsource::saga::{instances, SagaConfig, SagaRunner};
+use std::time::Duration;
+
+#[derive(clap::Args, Debug)]
+pub(crate) struct Args {
+    /// The saga: `hiring`.
+    name: String,
+    #[command(flatten)]
+    connection: Connection,
+    /// Seconds to wait for a command's reply before resending it.
+    #[arg(long, default_value_t = 5)]
+    command_timeout: u64,
+    /// Seconds a dead instance's lease lasts before a standby takes over.
+    #[arg(long, default_value_t = 10)]
+    lease_ttl: u64,
+    /// Log filter (overridden by RUST_LOG).
+    #[arg(long, default_value = "info")]
+    log_level: String,
+}
+
+pub(crate) async fn run(args: Args) -> Result<Outcome> {
+    crate::init_logging(&args.log_level)?;
+    if args.name != "hiring" {
+        return Err(format!("no saga {:?} (known: hiring)", args.name).into());
+    }
+    let title = format!("jetsource saga {}", args.name);
+    let store = args.connection.open_store(&title).await?;
+    let client = Client::new(store.client().clone(), args.connection.subjects());
+    let key = format!("saga_{}", args.name);
+    let ttl = Duration::from_secs(args.lease_ttl.max(1));
+    let lease = tokio::select! {
+        lease = Lease::acquire(&store, &key, ttl) => lease?,
+        _ = crate::wait_for_signal() => return Ok(Outcome::Done),
+    };
+    let config = SagaConfig {
+        command_timeout: Duration::from_secs(args.command_timeout.max(1)),
+        ..Default::default()
+    };
+    let runner = SagaRunner::new(store, client, Hiring, config).await?;
+    tracing::info!(
+        saga = args.name,
+        checkpoint = runner.checkpoint(),
+        "saga running"
+    );
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mut task = tokio::spawn(runner.run(stopped));
+    let mut lost = lease.lost();
+    tokio::select! {
+        _ = crate::wait_for_signal() => {}
+        _ = lost.wait_for(|l| *l) => {
+            let _ = stop.send(true);
+            let _ = (&mut task).await;
+            return Err(format!("lost the lease on {key}: another instance may be active").into());
+        }
+        result = &mut task => {
+            lease.release().await;
+            result??;
+            return Ok(Outcome::Done);
+        }
+    }
+    let _ = stop.send(true);
+    (&mut task).await??;
+    lease.release().await;
+    tracing::info!(saga = args.name, "saga stopped");
+    Ok(Outcome::Done)
+}
+
+#[derive(clap::Args, Debug)]
+pub(crate) struct ListArgs {
+    #[command(subcommand)]
+    action: Action,
+    #[command(flatten)]
+    connection: Connection,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Action {
+    /// One line per instance: id, outcome (or `running`), stage, last change.
+    List {
+        /// The saga, e.g. `hiring`.
+        saga: String,
+        /// Only instances still running.
+        #[arg(long)]
+        running: bool,
+    },
+    /// One instance as JSON: state, pending deadlines, the log of inputs and commands.
+    Show {
+        /// The saga, e.g. `hiring`.
+        saga: String,
+        /// The instance (for hiring: the offer id).
+        id: String,
+    },
+}
+
+pub(crate) async fn list(args: ListArgs) -> Result<Outcome> {
+    let store = args.connection.open_store("jetsource sagas").await?;
+    match args.action {
+        Action::List { saga, running } => {
+            for i in instances::list(&store, &saga).await? {
+                if running && i.outcome.is_some() {
+                    continue;
+                }
+                println!(
+                    "{}\t{}\t{}\t{}",
+                    i.id,
+                    i.outcome.as_deref().unwrap_or("running"),
+                    i.state["stage"].as_str().unwrap_or("-"),
+                    i.updated_at
+                        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                );
+            }
+            Ok(Outcome::Done)
+        }
+        Action::Show { saga, id } => match instances::show(&store, &saga, &id).await? {
+            Some(i) => {
+                println!("{}", serde_json::to_string_pretty(&i)?);
+                Ok(Outcome::Done)
+            }
+            None => Err(format!("no {saga} instance {id:?}").into()),
+        },
+    }
+}

@@ -1,0 +1,221 @@
+//! What projections and sagas share about reading `EVENTS` with a durable consumer:
+//! a checkpoint in KV `checkpoints` moved only by compare-and-set, a consumer that
+//! is merely a cursor started right after it, events read off messages, and
+//! poison events parked in stream `DLQ`.
+
+use crate::store::envelope::RecordedEvent;
+use crate::store::EventStore;
+use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
+use async_nats::jetstream::{self, kv};
+use std::time::Duration;
+
+/// Bucket holding every consumer's checkpoint.
+pub const CHECKPOINTS: &str = "checkpoints";
+/// Stream holding parked events.
+pub const DLQ: &str = "DLQ";
+
+/// A JetStream request failed; the text says which and why.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct JetStreamError(pub String);
+
+pub(crate) fn js_err(e: impl std::fmt::Display) -> JetStreamError {
+    JetStreamError(e.to_string())
+}
+
+/// The bucket `name`, created if missing.
+pub(crate) async fn bucket(
+    js: &jetstream::Context,
+    name: &str,
+    replicas: usize,
+) -> Result<kv::Store, JetStreamError> {
+    crate::store::buckets::ensure(js, crate::store::buckets::plain(name, replicas))
+        .await
+        .map_err(js_err)
+}
+
+/// Ensures stream `DLQ` (`dlq.>`).
+pub(crate) async fn ensure_dlq(store: &EventStore) -> Result<(), JetStreamError> {
+    let prefix = store.subjects().prefix();
+    store
+        .jetstream()
+        .get_or_create_stream(jetstream::stream::Config {
+            name: DLQ.into(),
+            subjects: vec![format!("{prefix}dlq.>")],
+            storage: jetstream::stream::StorageType::File,
+            num_replicas: store.config().replicas,
+            ..Default::default()
+        })
+        .await
+        .map_err(js_err)?;
+    Ok(())
+}
+
+/// A consumer's checkpoint: the last stream sequence fully handled.
+#[derive(Debug)]
+pub(crate) struct Checkpoint {
+    bucket: kv::Store,
+    key: String,
+    value: u64,
+    revision: u64,
+}
+
+/// Another instance moved the checkpoint: this one must stop writing.
+#[derive(Debug, thiserror::Error)]
+#[error("checkpoint of {0} moved under this runner: another instance is active")]
+pub(crate) struct Superseded(pub(crate) String);
+
+impl Checkpoint {
+    pub(crate) async fn load(store: &EventStore, key: &str) -> Result<Checkpoint, JetStreamError> {
+        let bucket = bucket(store.jetstream(), CHECKPOINTS, store.config().replicas).await?;
+        let (value, revision) = match bucket.entry(key).await.map_err(js_err)? {
+            Some(entry) => (
+                String::from_utf8_lossy(&entry.value).parse().unwrap_or(0),
+                entry.revision,
+            ),
+            None => (0, 0),
+        };
+        Ok(Checkpoint {
+            bucket,
+            key: key.to_string(),
+            value,
+            revision,
+        })
+    }
+
+    pub(crate) fn value(&self) -> u64 {
+        self.value
+    }
+
+    /// Moves the checkpoint forward to `to` (never back), by compare-and-set.
+    pub(crate) async fn advance(&mut self, to: u64) -> Result<(), Superseded> {
+        if to <= self.value {
+            return Ok(());
+        }
+        let value = to.to_string().into_bytes().into();
+        let written = if self.revision == 0 {
+            self.bucket.create(&self.key, value).await.ok()
+        } else {
+            self.bucket
+                .update(&self.key, value, self.revision)
+                .await
+                .ok()
+        };
+        let revision = written.ok_or_else(|| Superseded(self.key.clone()))?;
+        self.revision = revision;
+        self.value = to;
+        Ok(())
+    }
+}
+
+/// The durable consumer `name` on `EVENTS`, started afresh right after `checkpoint`.
+/// The checkpoint is the truth and the consumer only a cursor: a consumer left by a
+/// killed instance, or by a step that failed halfway, would hold its unacked batch
+/// back until `ack_wait` while the runner moved past it.
+pub(crate) async fn cursor(
+    store: &EventStore,
+    name: &str,
+    aggregates: &[&str],
+    max_deliver: i64,
+    checkpoint: u64,
+) -> Result<jetstream::consumer::Consumer<pull::Config>, JetStreamError> {
+    let filters = aggregates
+        .iter()
+        .map(|a| store.subjects().aggregate_type(a))
+        .collect();
+    let stream = store
+        .jetstream()
+        .get_stream(&store.config().stream)
+        .await
+        .map_err(js_err)?;
+    let _ = stream.delete_consumer(name).await;
+    stream
+        .create_consumer(pull::Config {
+            durable_name: Some(name.to_string()),
+            filter_subjects: filters,
+            ack_policy: AckPolicy::All,
+            deliver_policy: match checkpoint {
+                0 => DeliverPolicy::All,
+                c => DeliverPolicy::ByStartSequence {
+                    start_sequence: c + 1,
+                },
+            },
+            max_deliver: max_deliver.max(1) + 1,
+            ack_wait: Duration::from_secs(30),
+            ..Default::default()
+        })
+        .await
+        .map_err(js_err)
+}
+
+/// The event a consumer delivered, with its stream sequence; an error says why a
+/// message is not a readable event.
+pub(crate) fn recorded_event(
+    store: &EventStore,
+    m: &jetstream::Message,
+) -> (u64, Result<RecordedEvent, String>) {
+    let info = match m.info() {
+        Ok(info) => info,
+        Err(e) => return (0, Err(format!("not a JetStream message: {e}"))),
+    };
+    let seq = info.stream_sequence;
+    let published = info.published;
+    let stored_at =
+        chrono::DateTime::from_timestamp(published.unix_timestamp(), published.nanosecond());
+    let event = (|| {
+        let (aggregate, id) = store
+            .subjects()
+            .parse_event_subject(&m.subject)
+            .ok_or_else(|| format!("{} is not an event subject", m.subject))?;
+        let headers = m.headers.as_ref().ok_or("no headers")?;
+        RecordedEvent::from_parts(
+            seq,
+            &m.subject,
+            aggregate,
+            id,
+            headers,
+            m.payload.clone(),
+            stored_at,
+        )
+        .map_err(|e| e.to_string())
+    })();
+    (seq, event)
+}
+
+/// Parks the message in `DLQ` on `dlq.<consumer>` with why it failed.
+pub(crate) async fn park(
+    store: &EventStore,
+    consumer: &str,
+    m: &jetstream::Message,
+    seq: u64,
+    reason: &str,
+) -> Result<(), JetStreamError> {
+    // The parked copy keeps the event's own headers but none of the NATS control
+    // headers (a Nats-Msg-Id would make the server drop it as a duplicate).
+    let mut headers = async_nats::HeaderMap::new();
+    for (name, values) in m.headers.iter().flat_map(|h| h.iter()) {
+        let name: &str = name.as_ref();
+        if !name.starts_with("Nats-") {
+            for v in values {
+                headers.append(name, v.as_str());
+            }
+        }
+    }
+    headers.insert("Jetsource-Dlq-Consumer", consumer);
+    headers.insert("Jetsource-Dlq-Seq", seq.to_string().as_str());
+    headers.insert("Jetsource-Dlq-Subject", m.subject.as_str());
+    headers.insert(
+        "Jetsource-Dlq-Error",
+        reason.replace(['\r', '\n'], " ").as_str(),
+    );
+    let subject = format!("{}dlq.{consumer}", store.subjects().prefix());
+    store
+        .jetstream()
+        .publish_with_headers(subject, headers, m.payload.clone())
+        .await
+        .map_err(js_err)?
+        .await
+        .map_err(js_err)?;
+    tracing::warn!(consumer, seq, reason, "event parked in DLQ");
+    Ok(())
+}

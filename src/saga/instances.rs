@@ -1,0 +1,145 @@
+//! Saga instance records in KV `sagas`: what the runner writes, what `jetsource
+//! sagas` lists and shows. Finished instances stay, marked with their outcome.
+
+use super::BUCKET;
+use crate::consumer::{js_err, JetStreamError};
+use crate::store::EventStore;
+use chrono::{DateTime, Utc};
+use futures::TryStreamExt;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+/// Entries kept in an instance's log (the oldest are dropped).
+pub const LOG_LIMIT: usize = 64;
+
+/// One saga instance as stored under `<saga>.<instance>`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Instance<S> {
+    /// The saga's name.
+    pub saga: String,
+    /// The instance (correlation key).
+    pub id: String,
+    /// The saga's own state.
+    pub state: S,
+    /// `None` while running; the outcome once finished.
+    pub outcome: Option<String>,
+    /// Correlation id of the event that started it; every command it sends carries it.
+    pub correlation_id: Option<String>,
+    /// The last event (stream sequence in `EVENTS`) it handled.
+    pub seq: u64,
+    /// The last fired deadline (sequence in `TIMERS`) it handled.
+    pub timer_seq: u64,
+    /// Deadlines set and not yet passed or cancelled.
+    pub deadlines: BTreeMap<String, DateTime<Utc>>,
+    /// When it started (runner's clock).
+    pub started_at: DateTime<Utc>,
+    /// When it last changed (runner's clock).
+    pub updated_at: DateTime<Utc>,
+    /// What happened, oldest first.
+    pub log: Vec<LogEntry>,
+}
+
+/// One handled input and the commands it sent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogEntry {
+    /// When (runner's clock).
+    pub at: DateTime<Utc>,
+    /// What came in.
+    pub input: String,
+    /// What went out and how it was answered.
+    pub sent: Vec<Sent>,
+}
+
+/// A command a step sent and its answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Sent {
+    /// The step.
+    pub step: String,
+    /// `cmd.<aggregate>.<Command>` and the aggregate id.
+    pub command: String,
+    /// Its deterministic command id.
+    pub command_id: String,
+    /// `accepted seq 42` or `refused 409 position_not_open`.
+    pub reply: String,
+}
+
+impl<S: Default> Instance<S> {
+    pub(crate) fn new(saga: &str, id: &str, now: DateTime<Utc>) -> Instance<S> {
+        Instance {
+            saga: saga.to_string(),
+            id: id.to_string(),
+            state: S::default(),
+            outcome: None,
+            correlation_id: None,
+            seq: 0,
+            timer_seq: 0,
+            deadlines: BTreeMap::new(),
+            started_at: now,
+            updated_at: now,
+            log: Vec::new(),
+        }
+    }
+}
+
+/// The key of an instance in `sagas`.
+pub fn key(saga: &str, instance: &str) -> String {
+    format!("{saga}.{instance}")
+}
+
+/// Every instance of `saga` (finished ones included), ordered by start time.
+///
+/// ```no_run
+/// # async fn demo(store: jetsource::EventStore) {
+/// for i in jetsource::saga::instances::list(&store, "hiring").await.unwrap() {
+///     println!("{} {:?}", i.id, i.outcome);
+/// }
+/// # }
+/// ```
+pub async fn list(store: &EventStore, saga: &str) -> Result<Vec<Instance<Value>>, JetStreamError> {
+    let Ok(bucket) = store.jetstream().get_key_value(BUCKET).await else {
+        return Ok(Vec::new());
+    };
+    let prefix = format!("{saga}.");
+    let keys: Vec<String> = bucket
+        .keys()
+        .await
+        .map_err(js_err)?
+        .try_collect()
+        .await
+        .map_err(js_err)?;
+    let mut found = Vec::new();
+    for key in keys.into_iter().filter(|k| k.starts_with(&prefix)) {
+        if let Some(bytes) = bucket.get(&key).await.map_err(js_err)? {
+            match serde_json::from_slice(&bytes) {
+                Ok(instance) => found.push(instance),
+                Err(e) => tracing::warn!(key, error = %e, "unreadable saga instance"),
+            }
+        }
+    }
+    found.sort_by_key(|i: &Instance<Value>| i.started_at);
+    Ok(found)
+}
+
+/// One instance, if it exists.
+///
+/// ```no_run
+/// # async fn demo(store: jetsource::EventStore) {
+/// let offer = jetsource::saga::instances::show(&store, "hiring", "offer-1").await.unwrap();
+/// # }
+/// ```
+pub async fn show(
+    store: &EventStore,
+    saga: &str,
+    instance: &str,
+) -> Result<Option<Instance<Value>>, JetStreamError> {
+    let Ok(bucket) = store.jetstream().get_key_value(BUCKET).await else {
+        return Ok(None);
+    };
+    match bucket.get(key(saga, instance)).await.map_err(js_err)? {
+        Some(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| JetStreamError(format!("unreadable saga instance: {e}"))),
+        None => Ok(None),
+    }
+}

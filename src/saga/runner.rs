@@ -1,0 +1,585 @@
+//! Runs one saga: consumer `saga_<name>` on `EVENTS`, fired deadlines from
+//! `TIMERS`, instance records in KV `sagas`, commands over request/reply.
+//!
+//! Handling one input for one instance: load the record and its revision; skip the
+//! input if the record already covers it (its `seq`, or `timer_seq`); let the saga
+//! react; send the commands, feeding refusals back to the saga until it sends
+//! nothing more; set and cancel deadlines; write the record by compare-and-set. A
+//! crash anywhere before the write means the input comes again and the same
+//! reaction re-sends the same command ids, which the node runs once. A lost
+//! compare-and-set (a second process) starts the handling over from the new record.
+//!
+//! Within a batch, instances run concurrently and each instance's events in stream
+//! order. The checkpoint moves past an event only once every earlier event of the
+//! batch is handled; after a failure the cursor restarts from it, and what was
+//! already handled is skipped by the records.
+
+use super::instances::{self, Instance, LogEntry, Sent, LOG_LIMIT};
+use super::{timers, Input, Reaction, Saga, SagaCommand, BUCKET};
+use crate::client::{Client, CommandOptions, SendErrorKind};
+use crate::consumer::{self, Checkpoint, JetStreamError, Superseded};
+use crate::store::{EventStore, RecordedEvent};
+use async_nats::jetstream::consumer::pull;
+use async_nats::jetstream::{self, kv, AckKind};
+use futures::StreamExt;
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How a saga runner batches and retries.
+#[derive(Debug, Clone)]
+pub struct SagaConfig {
+    /// Events fetched per step.
+    pub batch: usize,
+    /// Instances handled at once.
+    pub concurrency: usize,
+    /// How long a fetch waits for events when caught up.
+    pub idle_wait: Duration,
+    /// Reply timeout of one command.
+    pub command_timeout: Duration,
+    /// Sends of one command (timeouts, no node, 503) before the step gives up and
+    /// the event comes again from the checkpoint.
+    pub command_attempts: u32,
+    /// Refusals fed back to the saga for one input before it is cut short.
+    pub max_compensation_rounds: usize,
+}
+
+impl Default for SagaConfig {
+    fn default() -> Self {
+        SagaConfig {
+            batch: 256,
+            concurrency: 32,
+            idle_wait: Duration::from_millis(500),
+            command_timeout: Duration::from_secs(5),
+            command_attempts: 6,
+            max_compensation_rounds: 16,
+        }
+    }
+}
+
+/// Why a saga runner stopped or a step failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SagaError {
+    /// A JetStream request failed, or commands found no node in time; the step is
+    /// retried from the checkpoint.
+    #[error("{0}")]
+    Unavailable(String),
+    /// Another runner moved the checkpoint: this one must not write.
+    #[error("checkpoint of {0} moved under this runner: another instance is active")]
+    Superseded(String),
+}
+
+impl From<JetStreamError> for SagaError {
+    fn from(e: JetStreamError) -> Self {
+        SagaError::Unavailable(e.0)
+    }
+}
+
+impl From<Superseded> for SagaError {
+    fn from(e: Superseded) -> Self {
+        SagaError::Superseded(e.0)
+    }
+}
+
+/// Why one input could not be handled.
+enum Failure {
+    /// Try again later (from the checkpoint).
+    Transient(String),
+    /// It will never work (an unreadable record): park the event.
+    Poison(String),
+}
+
+fn transient(e: impl std::fmt::Display) -> Failure {
+    Failure::Transient(e.to_string())
+}
+
+/// What an instance is handling.
+enum Trigger {
+    Event(RecordedEvent),
+    Deadline { name: String, seq: u64 },
+}
+
+/// What the concurrent instance tasks share.
+struct Shared<G: Saga> {
+    store: EventStore,
+    client: Client,
+    saga: G,
+    config: SagaConfig,
+    records: kv::Store,
+    timers: jetstream::stream::Stream,
+}
+
+/// One saga's runner.
+pub struct SagaRunner<G: Saga> {
+    shared: Arc<Shared<G>>,
+    consumer: jetstream::consumer::Consumer<pull::Config>,
+    fired: jetstream::consumer::Consumer<pull::Config>,
+    checkpoint: Checkpoint,
+}
+
+impl<G: Saga> std::fmt::Debug for SagaRunner<G> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SagaRunner")
+            .field("saga", &self.shared.saga.name())
+            .field("checkpoint", &self.checkpoint.value())
+            .finish()
+    }
+}
+
+impl<G: Saga> SagaRunner<G> {
+    /// Ensures bucket `sagas`, streams `TIMERS` and `DLQ`, both consumers, and
+    /// reads the checkpoint.
+    ///
+    /// ```no_run
+    /// # async fn demo(store: jetsource::EventStore, client: jetsource::client::Client) {
+    /// use jetsource::saga::{SagaRunner, SagaConfig};
+    /// let runner = SagaRunner::new(store, client, jetsource::domain::Hiring, SagaConfig::default()).await.unwrap();
+    /// let (_stop, stopped) = tokio::sync::watch::channel(false);
+    /// runner.run(stopped).await.unwrap();
+    /// # }
+    /// ```
+    pub async fn new(
+        store: EventStore,
+        client: Client,
+        saga: G,
+        config: SagaConfig,
+    ) -> Result<Self, SagaError> {
+        let js = store.jetstream().clone();
+        let records = consumer::bucket(&js, BUCKET, store.config().replicas).await?;
+        let timers = timers::ensure(&store).await?;
+        consumer::ensure_dlq(&store).await?;
+        let name = format!("saga_{}", saga.name());
+        let checkpoint = Checkpoint::load(&store, &name).await?;
+        let consumer =
+            consumer::cursor(&store, &name, saga.aggregates(), 1, checkpoint.value()).await?;
+        let fired = timers::consumer(&timers, &store, saga.name()).await?;
+        Ok(SagaRunner {
+            shared: Arc::new(Shared {
+                store,
+                client: client.with_timeout(config.command_timeout),
+                saga,
+                config,
+                records,
+                timers,
+            }),
+            consumer,
+            fired,
+            checkpoint,
+        })
+    }
+
+    /// `saga_<name>`.
+    pub fn consumer_name(&self) -> String {
+        format!("saga_{}", self.shared.saga.name())
+    }
+
+    /// The last event sequence whose every earlier event is handled.
+    pub fn checkpoint(&self) -> u64 {
+        self.checkpoint.value()
+    }
+
+    /// Runs until `stop` turns true, riding out server and node outages; ends early
+    /// only when another instance took over.
+    pub async fn run(
+        mut self,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) -> Result<(), SagaError> {
+        loop {
+            if *stop.borrow() {
+                return Ok(());
+            }
+            let step = tokio::select! {
+                step = self.step() => step,
+                _ = stop.changed() => return Ok(()),
+            };
+            match step {
+                Ok(_) => {}
+                Err(SagaError::Unavailable(e)) => {
+                    tracing::warn!(saga = self.shared.saga.name(), error = %e, "waiting: will retry from the checkpoint");
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        _ = stop.changed() => return Ok(()),
+                    }
+                    let restarted = consumer::cursor(
+                        &self.shared.store,
+                        &self.consumer_name(),
+                        self.shared.saga.aggregates(),
+                        1,
+                        self.checkpoint.value(),
+                    )
+                    .await;
+                    match restarted {
+                        Ok(consumer) => self.consumer = consumer,
+                        Err(e) => tracing::warn!(error = %e, "consumer not restarted yet"),
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Handles one batch of events, then the deadlines that fired; returns how many
+    /// messages it handled.
+    pub async fn step(&mut self) -> Result<usize, SagaError> {
+        let events = self.step_events().await?;
+        let fired = self.step_deadlines().await?;
+        Ok(events + fired)
+    }
+
+    async fn step_events(&mut self) -> Result<usize, SagaError> {
+        let shared = self.shared.clone();
+        let mut fetched = self
+            .consumer
+            .fetch()
+            .max_messages(shared.config.batch)
+            .expires(shared.config.idle_wait)
+            .messages()
+            .await
+            .map_err(consumer::js_err)?;
+        let mut messages = Vec::new();
+        while let Some(m) = fetched.next().await {
+            messages.push(m.map_err(consumer::js_err)?);
+        }
+        if messages.is_empty() {
+            return Ok(0);
+        }
+        // Route: instance -> its messages, in stream order.
+        let mut groups: Vec<(String, Vec<usize>)> = Vec::new();
+        let mut index: HashMap<String, usize> = HashMap::new();
+        let mut events = Vec::with_capacity(messages.len());
+        for (i, m) in messages.iter().enumerate() {
+            let (seq, event) = consumer::recorded_event(&shared.store, m);
+            match event {
+                Ok(event) => {
+                    if let Some(key) = shared.saga.correlate(&event) {
+                        let g = *index.entry(key.clone()).or_insert_with(|| {
+                            groups.push((key, Vec::new()));
+                            groups.len() - 1
+                        });
+                        groups[g].1.push(i);
+                    }
+                    events.push((seq, Some(event)));
+                }
+                Err(reason) => {
+                    consumer::park(&shared.store, &self.consumer_name(), m, seq, &reason).await?;
+                    events.push((seq, None));
+                }
+            }
+        }
+        let events = Arc::new(events);
+        let outcomes: Vec<Result<(), (u64, String)>> = futures::stream::iter(groups)
+            .map(|(key, indexes)| {
+                let shared = shared.clone();
+                let events = events.clone();
+                let messages = &messages;
+                async move {
+                    for i in indexes {
+                        let (seq, event) = &events[i];
+                        let event = event.clone().expect("grouped events are readable");
+                        match shared.handle(&key, Trigger::Event(event)).await {
+                            Ok(()) => {}
+                            Err(Failure::Poison(reason)) => {
+                                let name = format!("saga_{}", shared.saga.name());
+                                consumer::park(&shared.store, &name, &messages[i], *seq, &reason)
+                                    .await
+                                    .map_err(|e| (*seq, e.0))?;
+                            }
+                            Err(Failure::Transient(reason)) => return Err((*seq, reason)),
+                        }
+                    }
+                    Ok(())
+                }
+            })
+            .buffer_unordered(shared.config.concurrency.max(1))
+            .collect()
+            .await;
+        let failed = outcomes
+            .iter()
+            .filter_map(|o| o.as_ref().err())
+            .min_by_key(|(seq, _)| *seq);
+        let handled_up_to = match failed {
+            Some((seq, _)) => seq - 1,
+            None => events.iter().map(|(seq, _)| *seq).max().unwrap_or(0),
+        };
+        self.checkpoint.advance(handled_up_to).await?;
+        if let Some((seq, reason)) = failed {
+            return Err(SagaError::Unavailable(format!(
+                "event {seq} not handled yet: {reason}"
+            )));
+        }
+        messages
+            .last()
+            .expect("not empty")
+            .ack()
+            .await
+            .map_err(consumer::js_err)?;
+        Ok(messages.len())
+    }
+
+    async fn step_deadlines(&mut self) -> Result<usize, SagaError> {
+        let shared = self.shared.clone();
+        let mut fetched = self
+            .fired
+            .fetch()
+            .max_messages(shared.config.batch)
+            .expires(Duration::from_millis(50))
+            .messages()
+            .await
+            .map_err(consumer::js_err)?;
+        let mut handled = 0;
+        while let Some(m) = fetched.next().await {
+            let m = m.map_err(consumer::js_err)?;
+            let seq = m.info().map(|i| i.stream_sequence).unwrap_or(0);
+            let target = timers::parse_fired(&shared.store, shared.saga.name(), &m.subject)
+                .map(|(instance, name)| (instance.to_string(), name.to_string()));
+            if let Some((instance, name)) = target {
+                match shared
+                    .handle(&instance, Trigger::Deadline { name, seq })
+                    .await
+                {
+                    Ok(()) | Err(Failure::Poison(_)) => {}
+                    Err(Failure::Transient(reason)) => {
+                        let _ = m.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await;
+                        return Err(SagaError::Unavailable(format!(
+                            "deadline {} not handled yet: {reason}",
+                            m.subject
+                        )));
+                    }
+                }
+            }
+            m.ack().await.map_err(consumer::js_err)?;
+            let _ = shared.timers.delete_message(seq).await;
+            handled += 1;
+        }
+        Ok(handled)
+    }
+}
+
+impl<G: Saga> Shared<G> {
+    async fn load(&self, instance: &str) -> Result<(Instance<G::State>, u64), Failure> {
+        let key = instances::key(self.saga.name(), instance);
+        match self.records.entry(&key).await.map_err(transient)? {
+            Some(entry) if entry.operation == kv::Operation::Put => {
+                let record = serde_json::from_slice(&entry.value)
+                    .map_err(|e| Failure::Poison(format!("instance {key} unreadable: {e}")))?;
+                Ok((record, entry.revision))
+            }
+            Some(entry) => Ok((
+                Instance::new(self.saga.name(), instance, chrono::Utc::now()),
+                entry.revision,
+            )),
+            None => Ok((
+                Instance::new(self.saga.name(), instance, chrono::Utc::now()),
+                0,
+            )),
+        }
+    }
+
+    async fn handle(&self, instance: &str, trigger: Trigger) -> Result<(), Failure> {
+        for _ in 0..8 {
+            let (mut record, revision) = self.load(instance).await?;
+            let (input, causation) = match &trigger {
+                Trigger::Event(e) if e.seq <= record.seq => return Ok(()),
+                Trigger::Event(e) => (Input::Event(e), Some(e.event_id.to_string())),
+                Trigger::Deadline { seq, .. } if *seq <= record.timer_seq => return Ok(()),
+                // Cancelled after it fired, or moved: not this deadline any more.
+                Trigger::Deadline { name, .. } if !record.deadlines.contains_key(name) => {
+                    return Ok(())
+                }
+                Trigger::Deadline { name, .. } => (Input::Deadline { name }, None),
+            };
+            let reaction = self.saga.react(&record.state, input);
+            if reaction.is_nothing(&record.state) {
+                return Ok(());
+            }
+            match &trigger {
+                Trigger::Event(e) => {
+                    record.seq = e.seq;
+                    if record.correlation_id.is_none() {
+                        record.correlation_id = e.metadata.correlation_id.clone();
+                    }
+                }
+                Trigger::Deadline { name, seq } => {
+                    record.timer_seq = *seq;
+                    record.deadlines.remove(name);
+                }
+            }
+            let mut entry = LogEntry {
+                at: chrono::Utc::now(),
+                input: input.describe(),
+                sent: Vec::new(),
+            };
+            let mut queue = VecDeque::new();
+            let mut set = Vec::new();
+            let mut cancel = Vec::new();
+            absorb(&mut record, reaction, &mut queue, &mut set, &mut cancel);
+            let mut rounds = 0;
+            while let Some(command) = queue.pop_front() {
+                let command_id = command.command_id(self.saga.name(), instance);
+                let reply = self
+                    .send(&record, &command, &command_id, causation.clone())
+                    .await?;
+                let mut sent = Sent {
+                    step: command.step.clone(),
+                    command: format!(
+                        "cmd.{}.{} {}",
+                        command.aggregate,
+                        command.command,
+                        command.body["id"].as_str().unwrap_or_default()
+                    ),
+                    command_id,
+                    reply: String::new(),
+                };
+                match reply {
+                    Ok(seq) => {
+                        sent.reply = format!("accepted seq {seq}");
+                        entry.sent.push(sent);
+                    }
+                    Err((status, code, message)) => {
+                        sent.reply = format!("refused {status} {code}: {message}");
+                        entry.sent.push(sent);
+                        rounds += 1;
+                        if rounds > self.config.max_compensation_rounds {
+                            tracing::error!(
+                                instance,
+                                "too many refusals in a row: stopping this input here"
+                            );
+                            break;
+                        }
+                        let refused = Input::Refused {
+                            step: &command.step,
+                            status,
+                            code: &code,
+                            message: &message,
+                        };
+                        let reaction = self.saga.react(&record.state, refused);
+                        absorb(&mut record, reaction, &mut queue, &mut set, &mut cancel);
+                    }
+                }
+            }
+            for name in &cancel {
+                timers::cancel(&self.timers, &self.store, self.saga.name(), instance, name)
+                    .await
+                    .map_err(transient)?;
+            }
+            for deadline in &set {
+                timers::set(
+                    &self.store,
+                    self.saga.name(),
+                    instance,
+                    &deadline.name,
+                    deadline.at,
+                )
+                .await
+                .map_err(transient)?;
+            }
+            record.updated_at = entry.at;
+            record.log.push(entry);
+            if record.log.len() > LOG_LIMIT {
+                let excess = record.log.len() - LOG_LIMIT;
+                record.log.drain(..excess);
+            }
+            let key = instances::key(self.saga.name(), instance);
+            let bytes = serde_json::to_vec(&record).expect("a saga record serializes");
+            let written = if revision == 0 {
+                self.records.create(&key, bytes.into()).await.is_ok()
+            } else {
+                self.records
+                    .update(&key, bytes.into(), revision)
+                    .await
+                    .is_ok()
+            };
+            if written {
+                if let Some(outcome) = &record.outcome {
+                    tracing::info!(
+                        saga = self.saga.name(),
+                        instance,
+                        outcome,
+                        "saga instance state saved"
+                    );
+                }
+                return Ok(());
+            }
+            // Someone else wrote it (or the write failed): start over from the stored record.
+            tracing::debug!(instance, "saga record changed underneath: handling again");
+        }
+        Err(Failure::Transient(format!(
+            "instance {instance}: its record kept changing"
+        )))
+    }
+
+    /// Sends one command; `Ok(Err(..))` is a refusal the saga gets to see.
+    async fn send(
+        &self,
+        record: &Instance<G::State>,
+        command: &SagaCommand,
+        command_id: &str,
+        causation_id: Option<String>,
+    ) -> Result<Result<u64, (u16, String, String)>, Failure> {
+        let options = CommandOptions {
+            command_id: Some(command_id.to_string()),
+            correlation_id: record.correlation_id.clone(),
+            causation_id,
+            actor: Some(format!("saga:{}", self.saga.name())),
+            ..Default::default()
+        };
+        let mut delay = Duration::from_millis(100);
+        let mut last = String::new();
+        for _ in 0..self.config.command_attempts.max(1) {
+            match self
+                .client
+                .send(
+                    &command.aggregate,
+                    &command.command,
+                    &command.body,
+                    &options,
+                )
+                .await
+            {
+                Ok(ack) => return Ok(Ok(ack.seq)),
+                Err(e) if e.kind().is_transient() => {
+                    last = e.to_string();
+                    tracing::warn!(step = command.step, error = %e, "command not through yet: retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+                Err(e) => match e.into_kind() {
+                    SendErrorKind::Rejected {
+                        status,
+                        code,
+                        message,
+                    } => return Ok(Err((status, code, message))),
+                    other => return Err(Failure::Poison(other.to_string())),
+                },
+            }
+        }
+        Err(Failure::Transient(format!(
+            "{} of {}: {last}",
+            command.command, record.id
+        )))
+    }
+}
+
+fn absorb<S>(
+    record: &mut Instance<S>,
+    reaction: Reaction<S>,
+    queue: &mut VecDeque<SagaCommand>,
+    set: &mut Vec<super::Deadline>,
+    cancel: &mut Vec<String>,
+) {
+    record.state = reaction.state;
+    queue.extend(reaction.commands);
+    for name in reaction.cancel {
+        record.deadlines.remove(&name);
+        set.retain(|d| d.name != name);
+        cancel.push(name);
+    }
+    for deadline in reaction.deadlines {
+        record.deadlines.insert(deadline.name.clone(), deadline.at);
+        cancel.retain(|n| *n != deadline.name);
+        set.push(deadline);
+    }
+    if let Some(outcome) = reaction.finished {
+        record.outcome = Some(outcome);
+    }
+}
