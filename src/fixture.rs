@@ -150,3 +150,113 @@ where
         }
     }
 }
+
+/// `event` as if stored at `seq` on aggregate `A`'s instance `id` (JSON, version 1):
+/// input for projection and saga tests without a server.
+///
+/// ```
+/// use jetsource::domain::{Person, PersonEvent};
+/// let e = jetsource::fixture::recorded::<Person>("ada", 7, &PersonEvent::PersonDeactivated {});
+/// assert_eq!((e.seq, e.event_type.as_str(), e.subject.as_str()), (7, "PersonDeactivated", "events.person.ada"));
+/// ```
+///
+/// # Panics
+/// When the event does not encode (not an adjacently tagged serde enum).
+pub fn recorded<A: Aggregate>(id: &str, seq: u64, event: &A::Event) -> crate::RecordedEvent {
+    let (event_type, body) = event_parts(event).expect("the event encodes");
+    let new = crate::NewEvent::encode(
+        &event_type,
+        1,
+        &body,
+        crate::store::Codec::Json,
+        crate::Metadata::default(),
+    )
+    .expect("the event encodes");
+    crate::RecordedEvent {
+        seq,
+        subject: format!("events.{}.{id}", A::NAME),
+        aggregate: A::NAME.to_string(),
+        aggregate_id: id.to_string(),
+        version: 1,
+        event_id: new.event_id,
+        event_type: new.event_type,
+        schema: new.schema,
+        occurred_at: new.occurred_at,
+        stored_at: None,
+        codec: new.codec,
+        payload: new.payload,
+        metadata: new.metadata,
+    }
+}
+
+/// Given/when for sagas: feed inputs to [`Saga::react`](crate::saga::Saga::react)
+/// and look at the reaction, no server needed.
+///
+/// ```
+/// use jetsource::domain::{Hiring, Organization, OrganizationEvent};
+/// use jetsource::fixture::SagaFixture;
+/// let extended = OrganizationEvent::OfferExtended {
+///     offer_id: "o1".into(), position_id: "eng".into(), person_id: "ada".into(),
+///     expires_at: chrono::Utc::now(),
+/// };
+/// let reaction = SagaFixture::new(Hiring).when::<Organization>("acme", &extended);
+/// assert_eq!(reaction.commands[0].command, "RecordOffer");
+/// ```
+#[derive(Debug)]
+pub struct SagaFixture<G: crate::saga::Saga> {
+    saga: G,
+    state: G::State,
+    seq: u64,
+}
+
+impl<G: crate::saga::Saga> SagaFixture<G> {
+    /// An instance before its first input.
+    pub fn new(saga: G) -> Self {
+        SagaFixture {
+            saga,
+            state: G::State::default(),
+            seq: 0,
+        }
+    }
+
+    /// The instance has already seen `event` of `A`'s `id` (its reaction is kept,
+    /// its commands taken as accepted).
+    pub fn given<A: Aggregate>(mut self, id: &str, event: &A::Event) -> Self {
+        self.state = self.when::<A>(id, event).state;
+        self.seq += 1;
+        self
+    }
+
+    /// The instance's state so far.
+    pub fn state(&self) -> &G::State {
+        &self.state
+    }
+
+    /// The reaction to `event` of `A`'s `id`.
+    pub fn when<A: Aggregate>(
+        &self,
+        id: &str,
+        event: &A::Event,
+    ) -> crate::saga::Reaction<G::State> {
+        let event = recorded::<A>(id, self.seq + 1, event);
+        self.saga
+            .react(&self.state, crate::saga::Input::Event(&event))
+    }
+
+    /// The reaction to step `step` being refused with `code` (status 409).
+    pub fn when_refused(&self, step: &str, code: &str) -> crate::saga::Reaction<G::State> {
+        let input = crate::saga::Input::Refused {
+            step,
+            status: 409,
+            code,
+            message: "refused in a test",
+        };
+        self.saga.react(&self.state, input)
+    }
+
+    /// The reaction to deadline `name` passing.
+    pub fn when_deadline(&self, name: &str) -> crate::saga::Reaction<G::State> {
+        self.saga
+            .react(&self.state, crate::saga::Input::Deadline { name })
+    }
+}
