@@ -15,7 +15,7 @@
 
 use crate::aggregate::Aggregate;
 use crate::error::Error;
-use crate::node::request::EXPECTED_VERSION;
+use crate::node::request::{EXPECTED_VERSION, MIN_SEQ};
 use crate::node::Ack;
 use crate::store::headers;
 use crate::subjects::Subjects;
@@ -197,6 +197,27 @@ impl Client {
     pub async fn query(&self, view: &str, op: &str, body: &Value) -> Result<Value, SendError> {
         let subject = format!("{}qry.{view}.{op}", self.subjects.prefix());
         self.request(subject, body, HeaderMap::new()).await
+    }
+
+    /// Like [`query`](Self::query), answered only once the view has caught up with
+    /// stream sequence `min_seq` (the `seq` of a command's ack): read-your-writes.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: jetsource::client::Client, ack: jetsource::node::Ack) -> Result<(), jetsource::client::SendError> {
+    /// let ada = client.query_after("person", "get", &serde_json::json!({"id": "ada"}), ack.seq).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn query_after(
+        &self,
+        view: &str,
+        op: &str,
+        body: &Value,
+        min_seq: u64,
+    ) -> Result<Value, SendError> {
+        let subject = format!("{}qry.{view}.{op}", self.subjects.prefix());
+        let mut h = HeaderMap::new();
+        h.insert(MIN_SEQ, min_seq.to_string().as_str());
+        self.request(subject, body, h).await
     }
 
     async fn request(

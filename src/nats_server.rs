@@ -254,6 +254,27 @@ mod tests {
     }
 }
 
+/// The configuration of a standalone loopback server with JetStream on: what
+/// `jetsource up` and the test harness run.
+///
+/// ```
+/// use jetsource::nats_server::{standalone_config, Durability};
+/// let conf = standalone_config("n1", 4222, std::path::Path::new("/tmp/js"), Durability::Safe);
+/// assert!(conf.contains("listen: 127.0.0.1:4222") && conf.contains("sync_interval: always"));
+/// ```
+pub fn standalone_config(
+    name: &str,
+    port: u16,
+    store_dir: &Path,
+    durability: Durability,
+) -> String {
+    format!(
+        "server_name: {name}\nlisten: 127.0.0.1:{port}\n\
+         jetstream {{\n  store_dir: {store_dir:?}\n  {sync}\n}}\n",
+        sync = durability.jetstream_config(),
+    )
+}
+
 /// How hard the server works to keep acknowledged events on power loss.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Durability {

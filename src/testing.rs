@@ -7,7 +7,7 @@
 //! when there is none the harness panics. It never skips: a test that cannot get a
 //! server fails.
 
-use crate::nats_server::{find_or_provision, Durability};
+use crate::nats_server::{find_or_provision, standalone_config, Durability};
 use std::fs;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -125,13 +125,7 @@ impl TestServer {
 
     fn write_config(&self) -> PathBuf {
         let store = self.store_dir();
-        let mut conf = format!(
-            "server_name: {name}\nlisten: 127.0.0.1:{port}\n\
-             jetstream {{\n  store_dir: {store:?}\n  {sync}\n}}\n",
-            name = self.name,
-            port = self.port,
-            sync = self.durability.jetstream_config(),
-        );
+        let mut conf = standalone_config(&self.name, self.port, &store, self.durability);
         if let Some(c) = &self.cluster {
             let routes: Vec<String> = c
                 .routes

@@ -3,6 +3,7 @@
 //! command or query was rejected).
 
 mod connection;
+mod demo;
 mod dlq;
 mod events;
 mod node;
@@ -10,6 +11,7 @@ mod project;
 mod saga;
 mod send;
 mod status;
+mod up;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -24,6 +26,10 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Start a local nats-server (safe durability), a node, the projections and the
+    /// hiring saga as child processes; Ctrl-C stops them all. `--demo` runs the
+    /// hiring story and exits.
+    Up(up::Args),
     /// Serve commands and queries for Person and Organization (the `jetsource` NATS service).
     Node(node::Args),
     /// Run one projection (`person_directory`) as its own process until SIGINT/SIGTERM.
@@ -57,6 +63,7 @@ enum Outcome {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Up(args) => up::run(args).await,
         Command::Node(args) => node::run(args).await,
         Command::Project(args) => project::run(args).await,
         Command::Saga(args) => saga::run(args).await,
