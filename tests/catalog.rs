@@ -183,3 +183,24 @@ fn the_views_and_their_queries_match_the_catalog() {
             .any(|i| i == consumer.as_str()));
     }
 }
+
+#[test]
+fn the_saga_names_match_the_catalog() {
+    use jetsource::saga::Saga;
+    let c = catalog();
+    let hiring = jetsource::domain::Hiring;
+    let consumer = format!("saga_{}", hiring.name());
+    let listed = |i: usize| -> Vec<String> {
+        c["consumers"][i]["instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_string())
+            .collect()
+    };
+    assert!(listed(1).contains(&consumer));
+    assert!(listed(2).contains(&format!("{consumer}_timers")));
+    assert_eq!(c["buckets"][6]["name"], jetsource::saga::BUCKET);
+    assert_eq!(c["streams"][2]["name"], jetsource::saga::timers::STREAM);
+    assert_eq!(c["streams"][2]["allow_msg_schedules"], true);
+}

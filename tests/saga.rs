@@ -469,3 +469,27 @@ async fn killing_the_saga_process_at_random_steps_completes_every_flow_exactly_o
     assert_eq!(running, 0, "no instance is stuck");
     eprintln!("saga process killed {kills} times");
 }
+
+/// The README's run command: the whole story, every process real, exit 0.
+#[test]
+fn jetsource_up_demo_tells_the_hiring_story_and_exits_0() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_jetsource"))
+        .args(["up", "--demo"])
+        .output()
+        .expect("run jetsource up --demo");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for line in [
+        "saga hiring.offer-ada: finished: hired",
+        "saga hiring.offer-bob: finished: declined",
+        "saga hiring.offer-cyd: finished: expired",
+        "the demo ran to the end.",
+        "stopped.",
+    ] {
+        assert!(stdout.contains(line), "{line:?} missing from:\n{stdout}");
+    }
+}
