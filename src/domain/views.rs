@@ -189,6 +189,9 @@ impl Projection for OffersView {
             _ => {
                 let person_id = event.aggregate_id.clone();
                 match decode_event::<PersonEvent>(event).map_err(failed)? {
+                    PersonEvent::OfferReceived { offer_id, .. } => {
+                        (person_id, offer_id, json!({"status": "pending"}))
+                    }
                     PersonEvent::OfferAccepted { offer_id, .. } => {
                         (person_id, offer_id, json!({"status": "accepted"}))
                     }

@@ -6,37 +6,42 @@ use std::path::PathBuf;
 #[derive(clap::Args, Debug, Clone)]
 pub(crate) struct Connection {
     /// Server URL(s), comma-separated.
-    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    #[arg(
+        long,
+        global = true,
+        env = "NATS_URL",
+        default_value = "nats://127.0.0.1:4222"
+    )]
     pub(crate) nats_url: String,
     /// Credentials file (JWT + nkey seed).
-    #[arg(long, env = "NATS_CREDS")]
+    #[arg(long, global = true, env = "NATS_CREDS")]
     creds: Option<PathBuf>,
     /// User name.
-    #[arg(long, env = "NATS_USER")]
+    #[arg(long, global = true, env = "NATS_USER")]
     user: Option<String>,
     /// Password.
-    #[arg(long, env = "NATS_PASSWORD")]
+    #[arg(long, global = true, env = "NATS_PASSWORD")]
     password: Option<String>,
     /// Token.
-    #[arg(long, env = "NATS_TOKEN")]
+    #[arg(long, global = true, env = "NATS_TOKEN")]
     token: Option<String>,
     /// File holding an nkey seed.
-    #[arg(long, env = "NATS_NKEY")]
+    #[arg(long, global = true, env = "NATS_NKEY")]
     nkey: Option<PathBuf>,
     /// CA certificate to trust (PEM).
-    #[arg(long)]
+    #[arg(long, global = true)]
     tls_ca: Option<PathBuf>,
     /// Client certificate (PEM), with --tls-key.
-    #[arg(long, requires = "tls_key")]
+    #[arg(long, global = true, requires = "tls_key")]
     tls_cert: Option<PathBuf>,
     /// Client key (PEM), with --tls-cert.
-    #[arg(long, requires = "tls_cert")]
+    #[arg(long, global = true, requires = "tls_cert")]
     tls_key: Option<PathBuf>,
     /// Require TLS.
-    #[arg(long)]
+    #[arg(long, global = true)]
     tls: bool,
     /// Subject prefix of this deployment (default none).
-    #[arg(long, env = "JETSOURCE_PREFIX", default_value = "")]
+    #[arg(long, global = true, env = "JETSOURCE_PREFIX", default_value = "")]
     pub(crate) prefix: String,
 }
 
