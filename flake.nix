@@ -13,14 +13,39 @@
         default = pkgs.callPackage ./nix/package.nix { };
       });
 
+      # `nix run` / `nix run .#up`: the whole stack locally (add `-- --demo` for the
+      # hiring story); `nix run .#node`: one node against NATS_URL.
+      apps = forAll (pkgs:
+        let jetsource = self.packages.${pkgs.stdenv.hostPlatform.system}.default;
+            app = name: script: {
+              type = "app";
+              program = "${pkgs.writeShellScript "jetsource-${name}" script}";
+            };
+        in rec {
+          up = app "up" ''
+            export NATS_SERVER_BIN=''${NATS_SERVER_BIN:-${pkgs.nats-server}/bin/nats-server}
+            exec ${jetsource}/bin/jetsource up "$@"
+          '';
+          node = app "node" ''exec ${jetsource}/bin/jetsource node "$@"'';
+          default = up;
+        });
+
       devShells = forAll (pkgs: {
         default = import ./nix/shell.nix { inherit pkgs; };
       });
 
       # `nix flake check` builds the package, which runs `cargo test` against the
       # nats-server from nixpkgs (see nix/package.nix).
+      # The test suite includes `jetsource up --demo` and the saga crash test.
       checks = forAll (pkgs: {
         tests = self.packages.${pkgs.stdenv.hostPlatform.system}.default;
       });
+
+      # NixOS: nats-server with JetStream plus node, projections and sagas as services.
+      nixosModules.default = { pkgs, lib, ... }: {
+        imports = [ ./nix/module.nix ];
+        services.jetsource.package =
+          lib.mkDefault self.packages.${pkgs.stdenv.hostPlatform.system}.default;
+      };
     };
 }

@@ -5,7 +5,7 @@ mod support;
 
 use jetsource::testing::TestServer;
 use serde_json::{json, Value};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use support::{wait_for_nodes, Process};
 
 #[tokio::test]

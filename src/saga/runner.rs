@@ -95,7 +95,7 @@ fn transient(e: impl std::fmt::Display) -> Failure {
 
 /// What an instance is handling.
 enum Trigger {
-    Event(RecordedEvent),
+    Event(Box<RecordedEvent>),
     Deadline { name: String, seq: u64 },
 }
 
@@ -276,7 +276,7 @@ impl<G: Saga> SagaRunner<G> {
                     for i in indexes {
                         let (seq, event) = &events[i];
                         let event = event.clone().expect("grouped events are readable");
-                        match shared.handle(&key, Trigger::Event(event)).await {
+                        match shared.handle(&key, Trigger::Event(Box::new(event))).await {
                             Ok(()) => {}
                             Err(Failure::Poison(reason)) => {
                                 let name = format!("saga_{}", shared.saga.name());
