@@ -26,7 +26,9 @@
 //! | [`testing`] | disposable servers and clusters for tests and benchmarks |
 //! | [`error`] | `Error<Kind>`, the shape of every operation's error |
 //!
-//! The `jetsource` binary (`src/main.rs`) is a thin clap layer over these.
+//! The `jetsource` binary (`src/bin/jetsource/`, one file per subcommand: `up`, `node`,
+//! `project`, `saga`, `sagas`, `send`, `query`, `events`, `status`, `dlq`) is a thin
+//! clap layer over these.
 //!
 //! ## A first command
 //!
