@@ -654,17 +654,10 @@ async fn catch_up(store: &EventStore, total: usize) -> (Measured, Measured, Meas
 }
 
 async fn wait_for_service(client: &async_nats::Client) {
-    for _ in 0..200 {
-        if client
-            .request("$SRV.PING.jetsource", "".into())
-            .await
-            .is_ok()
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("the node did not come up");
+    let subjects = jetsource::Subjects::default();
+    jetsource::node::wait_until_serving(client, &subjects, 1, Duration::from_secs(10))
+        .await
+        .expect("the node did not come up");
 }
 
 #[tokio::main]

@@ -75,6 +75,84 @@ impl Default for NodeConfig {
     }
 }
 
+/// The name of the endpoint a node adds last (`qry.system.status`).
+const STATUS_ENDPOINT: &str = "qry-system-status";
+
+/// Waits until `nodes` nodes serve every endpoint, or `timeout` passes.
+///
+/// `$SRV.PING` is no readiness check: a node's service answers it before its
+/// endpoints are subscribed. A node is counted once its `$SRV.INFO` lists the
+/// endpoint it adds last, so a command sent after this returns finds a responder.
+/// Nodes serving another subject prefix are not counted.
+///
+/// ```no_run
+/// # async fn demo(nats: async_nats::Client) -> Result<(), jetsource::node::NotServing> {
+/// use jetsource::{node, Subjects};
+/// node::wait_until_serving(&nats, &Subjects::default(), 1, std::time::Duration::from_secs(30)).await?;
+/// # Ok(()) }
+/// ```
+pub async fn wait_until_serving(
+    client: &async_nats::Client,
+    subjects: &crate::Subjects,
+    nodes: usize,
+    timeout: Duration,
+) -> Result<(), NotServing> {
+    let status = format!("{}qry.system.status", subjects.prefix());
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut serving = 0;
+    loop {
+        if let Ok(count) = count_serving(client, &status).await {
+            serving = count;
+            if serving >= nodes {
+                return Ok(());
+            }
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(NotServing {
+                serving,
+                wanted: nodes,
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Nodes whose `$SRV.INFO` reply, within 250 ms, lists `status` as an endpoint.
+async fn count_serving(
+    client: &async_nats::Client,
+    status: &str,
+) -> Result<usize, async_nats::Error> {
+    let inbox = client.new_inbox();
+    let mut replies = client.subscribe(inbox.clone()).await?;
+    client
+        .publish_with_reply(format!("$SRV.INFO.{SERVICE_NAME}"), inbox, Bytes::new())
+        .await?;
+    let mut serving = 0;
+    while let Ok(Some(reply)) =
+        tokio::time::timeout(Duration::from_millis(250), replies.next()).await
+    {
+        let Ok(info) = serde_json::from_slice::<service::Info>(&reply.payload) else {
+            continue;
+        };
+        if info.endpoints.iter().any(|e| e.subject == status) {
+            serving += 1;
+        }
+    }
+    Ok(serving)
+}
+
+/// Fewer nodes than wanted served every endpoint in time.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{serving} of {wanted} jetsource nodes serving: is `jetsource node` running? (see its log)"
+)]
+pub struct NotServing {
+    /// Nodes that were serving at the deadline.
+    pub serving: usize,
+    /// Nodes waited for.
+    pub wanted: usize,
+}
+
 /// What went wrong starting a node.
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
@@ -237,13 +315,6 @@ impl Node {
                 .map_err(NodeError::Service)?;
             endpoints.push((endpoint, route));
         }
-        let status = service
-            .endpoint_builder()
-            .name("qry-system-status")
-            .add(format!("{prefix}qry.system.status"))
-            .await
-            .map_err(NodeError::Service)?;
-        endpoints.push((status, Route::Status(self.store.clone())));
         for wildcard in ["cmd.>", "qry.>"] {
             let endpoint = service
                 .endpoint_builder()
@@ -254,6 +325,15 @@ impl Node {
                 .map_err(NodeError::Service)?;
             endpoints.push((endpoint, Route::Unknown));
         }
+        // Last on purpose: `$SRV.PING` answers as soon as the service exists, so
+        // readiness is "`$SRV.INFO` lists the status endpoint" (see `wait_until_serving`).
+        let status = service
+            .endpoint_builder()
+            .name(STATUS_ENDPOINT)
+            .add(format!("{prefix}qry.system.status"))
+            .await
+            .map_err(NodeError::Service)?;
+        endpoints.push((status, Route::Status(self.store.clone())));
         for (endpoint, route) in endpoints {
             loops.spawn(serve_endpoint(
                 endpoint,

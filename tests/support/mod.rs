@@ -148,6 +148,21 @@ impl Process {
         Process(child)
     }
 
+    /// SIGTERM, then waits up to `within` for it to exit: its exit status, or `None`
+    /// if it is still running (it is then SIGKILLed on drop).
+    pub fn terminate(&mut self, within: std::time::Duration) -> Option<std::process::ExitStatus> {
+        let pid = rustix::process::Pid::from_raw(self.0.id() as i32).expect("a child pid");
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        let deadline = std::time::Instant::now() + within;
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(status)) = self.0.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        None
+    }
+
     /// kill -9, and reap it.
     pub fn kill(&mut self) {
         let _ = self.0.kill();
@@ -161,32 +176,11 @@ impl Drop for Process {
     }
 }
 
-/// Waits until `n` nodes answer `$SRV.PING.jetsource`.
+/// Waits until `n` nodes serve every endpoint.
 pub async fn wait_for_nodes(client: &async_nats::Client, n: usize) {
-    use std::time::{Duration, Instant};
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let inbox = client.new_inbox();
-        let mut sub = client.subscribe(inbox.clone()).await.unwrap();
-        client
-            .publish_with_reply("$SRV.PING.jetsource", inbox, "".into())
-            .await
-            .unwrap();
-        let mut seen = 0;
-        while let Ok(Some(_)) = tokio::time::timeout(
-            Duration::from_millis(200),
-            futures::StreamExt::next(&mut sub),
-        )
-        .await
-        {
-            seen += 1;
-        }
-        if seen >= n {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "only {seen} of {n} nodes came up"
-        );
+    let subjects = jetsource::Subjects::default();
+    let timeout = std::time::Duration::from_secs(20);
+    if let Err(e) = jetsource::node::wait_until_serving(client, &subjects, n, timeout).await {
+        panic!("{e}");
     }
 }

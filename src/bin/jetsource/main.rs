@@ -62,6 +62,10 @@ enum Outcome {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Up(_) | Command::Node(_) | Command::Project(_) | Command::Saga(_) = cli.command
+    {
+        listen_for_signals();
+    }
     let result = match cli.command {
         Command::Up(args) => up::run(args).await,
         Command::Node(args) => node::run(args).await,
@@ -106,17 +110,44 @@ pub(crate) fn init_logging(level: &str) -> Result<()> {
     Ok(())
 }
 
-/// Resolves on SIGINT or SIGTERM.
+/// Resolves once SIGINT or SIGTERM has arrived, at any time since the listener was
+/// installed (by [`listen_for_signals`] or the first call).
+///
+/// Why one process-wide listener: once tokio has installed a handler, a signal that
+/// arrives while nobody is waiting is dropped, so a listener per `select!` loses a
+/// SIGTERM landing between two of them and the process never stops.
 pub(crate) async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = tokio::signal::ctrl_c().await;
+    let mut signalled = listen_for_signals();
+    let _ = signalled.wait_for(|s| *s).await;
+}
+
+/// Installs the SIGINT/SIGTERM listener (once) and returns a view of it.
+pub(crate) fn listen_for_signals() -> tokio::sync::watch::Receiver<bool> {
+    static SIGNALLED: std::sync::OnceLock<tokio::sync::watch::Receiver<bool>> =
+        std::sync::OnceLock::new();
+    SIGNALLED
+        .get_or_init(|| {
+            let (tx, rx) = tokio::sync::watch::channel(false);
+            #[cfg(unix)]
+            {
+                use tokio::signal::unix::{signal, SignalKind};
+                // Registered here, synchronously, not when the task first runs.
+                let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+                let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+                tokio::spawn(async move {
+                    tokio::select! {
+                        _ = term.recv() => {}
+                        _ = int.recv() => {}
+                    }
+                    let _ = tx.send(true);
+                });
+            }
+            #[cfg(not(unix))]
+            tokio::spawn(async move {
+                let _ = tokio::signal::ctrl_c().await;
+                let _ = tx.send(true);
+            });
+            rx
+        })
+        .clone()
 }

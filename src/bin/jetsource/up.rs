@@ -5,6 +5,7 @@
 
 use crate::{Outcome, Result};
 use jetsource::nats_server::{self, Durability};
+use jetsource::{node, Subjects};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -215,13 +216,11 @@ async fn wait_for_node(client: &async_nats::Client, running: &mut [Running]) -> 
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         check(running)?;
-        let ping = client.request("$SRV.PING.jetsource", "".into());
-        if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(500), ping).await {
-            return Ok(());
+        let wait = Duration::from_millis(500);
+        match node::wait_until_serving(client, &Subjects::default(), 1, wait).await {
+            Ok(()) => return Ok(()),
+            Err(e) if Instant::now() > deadline => return Err(e.into()),
+            Err(_) => {}
         }
-        if Instant::now() > deadline {
-            return Err("the node did not come up in 30 s: see its log".into());
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
