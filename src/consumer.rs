@@ -148,6 +148,53 @@ pub(crate) async fn cursor(
         .map_err(js_err)
 }
 
+/// A runner that reads its consumer one step at a time (a projection or a saga):
+/// what [`run_until_stopped`] needs of it.
+pub(crate) trait Stepping {
+    type Error: std::fmt::Display;
+    /// Handles one batch; returns how many messages it handled.
+    async fn step(&mut self) -> Result<usize, Self::Error>;
+    /// Whether `error` means "the server (or a node) is away", so the runner
+    /// should wait and go on from its checkpoint rather than stop.
+    fn is_transient(error: &Self::Error) -> bool;
+    /// Starts the consumer afresh right after the checkpoint.
+    async fn restart(&mut self) -> Result<(), Self::Error>;
+    /// The consumer's name, for logs.
+    fn consumer_name(&self) -> String;
+}
+
+/// Steps `runner` until `stop` turns true, riding out transient failures: nothing
+/// past the checkpoint was committed, so after a pause the cursor restarts there.
+/// Ends early only on an error that is not transient.
+pub(crate) async fn run_until_stopped<R: Stepping>(
+    runner: &mut R,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<(), R::Error> {
+    loop {
+        if *stop.borrow() {
+            return Ok(());
+        }
+        let step = tokio::select! {
+            step = runner.step() => step,
+            _ = stop.changed() => return Ok(()),
+        };
+        match step {
+            Ok(_) => {}
+            Err(e) if R::is_transient(&e) => {
+                tracing::warn!(consumer = %runner.consumer_name(), error = %e, "waiting: will go on from the checkpoint");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = stop.changed() => return Ok(()),
+                }
+                if let Err(e) = runner.restart().await {
+                    tracing::warn!(consumer = %runner.consumer_name(), error = %e, "consumer not restarted yet");
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// The event a consumer delivered, with its stream sequence; an error says why a
 /// message is not a readable event.
 pub(crate) fn recorded_event(

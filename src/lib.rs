@@ -75,5 +75,5 @@ pub use aggregate::{
 };
 pub use connect::{connect, connect_with, ConnectError, ConnectErrorKind};
 pub use repository::{ExecuteError, Executed, Loaded, Repository, RepositoryConfig};
-pub use store::{EventStore, Metadata, NewEvent, RecordedEvent, StoreConfig};
+pub use store::{EventStore, MalformedEvent, Metadata, NewEvent, RecordedEvent, StoreConfig};
 pub use subjects::Subjects;

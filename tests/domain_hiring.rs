@@ -219,3 +219,27 @@ fn events_of_other_offers_and_unrelated_events_change_nothing() {
     );
     assert!(r.is_nothing(fixture.state()));
 }
+
+#[test]
+fn events_are_routed_by_offer_and_garbled_ones_are_errors() {
+    use jetsource::fixture::recorded;
+    use jetsource::saga::Saga;
+    let accepted = recorded::<Person>("ada", 7, &accepted());
+    assert_eq!(Hiring.correlate(&accepted).unwrap().as_deref(), Some("o1"));
+    let registered = P::PersonRegistered {
+        name: "Ada".into(),
+        email: "ada@example.org".into(),
+    };
+    let registered = recorded::<Person>("ada", 8, &registered);
+    assert_eq!(Hiring.correlate(&registered).unwrap(), None);
+
+    let mut garbled = accepted.clone();
+    garbled.payload = r#"{"nonsense":true}"#.into();
+    let error = Hiring.correlate(&garbled).unwrap_err();
+    assert_eq!(error.seq, 7);
+
+    // A type the saga does not react to is not decoded, so not an error either.
+    let mut unknown = garbled.clone();
+    unknown.event_type = "FavouriteColourChosen".into();
+    assert_eq!(Hiring.correlate(&unknown).unwrap(), None);
+}

@@ -235,6 +235,78 @@ async fn a_declined_offer_is_withdrawn_by_the_organization() {
     );
 }
 
+/// Events the saga cannot read are parked in `DLQ` under `saga_hiring` and the saga
+/// goes on; events of types it does not react to are not its business (not parked).
+#[tokio::test]
+async fn unreadable_events_are_parked_and_the_saga_goes_on() {
+    use jetsource::store::{Append, Codec, ExpectedVersion};
+    use jetsource::{Metadata, NewEvent};
+    let w = World::start().await;
+    // No envelope headers at all (someone published to events.> by hand).
+    w.store
+        .jetstream()
+        .publish("events.person.zed", "not an event".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    // A type the saga reacts to, with a body that is not that event.
+    let garbled = NewEvent::encode(
+        "OfferAccepted",
+        1,
+        &serde_json::json!({"nonsense": true}),
+        Codec::Json,
+        Metadata::default(),
+    )
+    .unwrap();
+    // A type this code does not know at all (a newer node might write it).
+    let unknown = NewEvent::encode(
+        "FavouriteColourChosen",
+        1,
+        &serde_json::json!({"colour": "teal"}),
+        Codec::Json,
+        Metadata::default(),
+    )
+    .unwrap();
+    w.store
+        .append(Append::new(
+            "person",
+            "yan",
+            ExpectedVersion::Any,
+            vec![garbled, unknown],
+        ))
+        .await
+        .unwrap();
+
+    w.org("acme", &["eng"]).await;
+    w.person("ada").await;
+    w.extend("acme", "eng", "ada", "offer-1", HOUR).await;
+    w.received("ada", "offer-1").await;
+    w.accept("ada", "offer-1").await;
+    assert_eq!(w.outcome("offer-1", PATIENCE).await, "hired");
+
+    let parked = jetsource::projection::dlq::list(&w.store).await.unwrap();
+    let parked: Vec<_> = parked
+        .iter()
+        .map(|p| (p.consumer.as_str(), p.subject.as_str(), p.error.as_str()))
+        .collect();
+    assert_eq!(parked.len(), 2, "{parked:?}");
+    assert!(
+        parked.iter().all(|(c, _, _)| *c == "saga_hiring"),
+        "{parked:?}"
+    );
+    assert_eq!(parked[0].1, "events.person.zed");
+    assert!(parked[0].2.contains("header"), "{parked:?}");
+    assert_eq!(parked[1].1, "events.person.yan");
+    assert!(parked[1].2.contains("OfferAccepted"), "{parked:?}");
+    // `jetsource status` shows the saga's consumer with them.
+    let status = jetsource::projection::status::consumers(&w.store)
+        .await
+        .unwrap();
+    let saga = status.iter().find(|c| c.consumer == "saga_hiring");
+    assert_eq!(saga.map(|c| c.parked), Some(2), "{status:?}");
+}
+
 /// Two people accept offers for the same position while the saga is down; when it
 /// comes back the first is hired and the second's offer is rescinded.
 #[tokio::test]

@@ -18,6 +18,7 @@ use super::{
 };
 use crate::aggregate::decode_event;
 use crate::saga::{Input, Reaction, Saga, SagaCommand};
+use crate::store::MalformedEvent;
 use crate::store::RecordedEvent;
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
@@ -84,12 +85,33 @@ enum Seen {
     Person(PersonEvent),
 }
 
-fn seen(event: &RecordedEvent) -> Option<Seen> {
-    match event.aggregate.as_str() {
-        "organization" => decode_event(event).ok().map(Seen::Org),
-        "person" => decode_event(event).ok().map(Seen::Person),
+/// The organization's event types the saga reacts to.
+const ORGANIZATION_EVENTS: &[&str] = &[
+    "OfferExtended",
+    "OfferWithdrawn",
+    "OfferExpired",
+    "PositionFilled",
+];
+/// The person's event types the saga reacts to.
+const PERSON_EVENTS: &[&str] = &[
+    "OfferReceived",
+    "OfferAccepted",
+    "OfferDeclined",
+    "OfferRescinded",
+    "OfferExpired",
+    "EmploymentStarted",
+];
+
+/// The event, decoded, if it is one the saga reacts to. Other types are not decoded
+/// at all (so a type a newer node writes is simply not the saga's business); one of
+/// these that does not decode is an error.
+fn seen(event: &RecordedEvent) -> Result<Option<Seen>, MalformedEvent> {
+    let watched = |types: &[&str]| types.contains(&event.event_type.as_str());
+    Ok(match event.aggregate.as_str() {
+        "organization" if watched(ORGANIZATION_EVENTS) => Some(Seen::Org(decode_event(event)?)),
+        "person" if watched(PERSON_EVENTS) => Some(Seen::Person(decode_event(event)?)),
         _ => None,
-    }
+    })
 }
 
 impl HiringState {
@@ -291,8 +313,11 @@ impl Saga for Hiring {
         &["organization", "person"]
     }
 
-    fn correlate(&self, event: &RecordedEvent) -> Option<String> {
-        match seen(event)? {
+    fn correlate(&self, event: &RecordedEvent) -> Result<Option<String>, MalformedEvent> {
+        let Some(seen) = seen(event)? else {
+            return Ok(None);
+        };
+        Ok(match seen {
             Seen::Org(e) => match e {
                 OrganizationEvent::OfferExtended { offer_id, .. }
                 | OrganizationEvent::OfferWithdrawn { offer_id, .. }
@@ -309,13 +334,14 @@ impl Saga for Hiring {
                 | PersonEvent::EmploymentStarted { offer_id, .. } => Some(offer_id),
                 _ => None,
             },
-        }
+        })
     }
 
     fn react(&self, state: &HiringState, input: Input<'_>) -> Reaction<HiringState> {
         match input {
             Input::Event(event) => {
-                let Some(seen) = seen(event) else {
+                // Only correlated events reach here, and those decoded once already.
+                let Ok(Some(seen)) = seen(event) else {
                     return Reaction::to(state.clone());
                 };
                 let mut reaction = state.on_event(seen);

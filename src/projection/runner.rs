@@ -136,6 +136,34 @@ async fn cursor<P: Projection>(
     .await?)
 }
 
+impl<P: Projection> consumer::Stepping for ProjectionRunner<P> {
+    type Error = RunnerError;
+
+    async fn step(&mut self) -> Result<usize, RunnerError> {
+        ProjectionRunner::step(self).await
+    }
+
+    fn is_transient(error: &RunnerError) -> bool {
+        matches!(error, RunnerError::JetStream(_))
+    }
+
+    async fn restart(&mut self) -> Result<(), RunnerError> {
+        let checkpoint = self.checkpoint.value();
+        self.consumer = cursor(
+            &self.store,
+            self.projection.as_ref(),
+            &self.config,
+            checkpoint,
+        )
+        .await?;
+        Ok(())
+    }
+
+    fn consumer_name(&self) -> String {
+        ProjectionRunner::consumer_name(self)
+    }
+}
+
 impl<P: Projection> ProjectionRunner<P> {
     /// Ensures the consumer, the view bucket, `checkpoints` and `DLQ`, and reads the checkpoint.
     pub async fn new(
@@ -181,41 +209,9 @@ impl<P: Projection> ProjectionRunner<P> {
     /// another instance took over or the poison policy says stop.
     pub async fn run(
         mut self,
-        mut stop: tokio::sync::watch::Receiver<bool>,
+        stop: tokio::sync::watch::Receiver<bool>,
     ) -> Result<(), RunnerError> {
-        loop {
-            if *stop.borrow() {
-                return Ok(());
-            }
-            let step = tokio::select! {
-                step = self.step() => step,
-                _ = stop.changed() => return Ok(()),
-            };
-            match step {
-                Ok(_) => {}
-                // The server is away (restarting, failing over): wait and go on;
-                // nothing was committed past the checkpoint.
-                Err(RunnerError::JetStream(e)) => {
-                    tracing::warn!(consumer = %self.consumer_name(), error = %e, "waiting for the server");
-                    tokio::select! {
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                        _ = stop.changed() => return Ok(()),
-                    }
-                    match cursor(
-                        &self.store,
-                        self.projection.as_ref(),
-                        &self.config,
-                        self.checkpoint.value(),
-                    )
-                    .await
-                    {
-                        Ok(consumer) => self.consumer = consumer,
-                        Err(e) => tracing::warn!(error = %e, "consumer not restarted yet"),
-                    }
-                }
-                Err(e) => return Err(e),
-            }
-        }
+        consumer::run_until_stopped(&mut self, stop).await
     }
 
     /// Fetches, applies and commits one batch; returns how many messages it handled.

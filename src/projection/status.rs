@@ -1,5 +1,6 @@
-//! Where every projection (and, later, saga) consumer stands: checkpoint, lag in
-//! events and seconds, redeliveries, parked events.
+//! Where every durable consumer on `EVENTS` stands (projections' `proj_*` and
+//! sagas' `saga_*`): checkpoint, lag in events and seconds, redeliveries, parked
+//! events.
 
 use super::runner::{CHECKPOINTS, DLQ};
 use crate::store::EventStore;
@@ -9,7 +10,7 @@ use serde::Serialize;
 /// One consumer's state.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ConsumerStatus {
-    /// `proj_<name>`.
+    /// `proj_<name>` or `saga_<name>`.
     pub consumer: String,
     /// Last stream sequence fully applied.
     pub checkpoint: u64,

@@ -27,6 +27,7 @@ pub use instances::Instance;
 pub use runner::{SagaConfig, SagaError, SagaRunner};
 
 use crate::aggregate::Aggregate;
+use crate::store::MalformedEvent;
 use crate::store::RecordedEvent;
 use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
@@ -41,15 +42,15 @@ pub const BUCKET: &str = "sagas";
 ///
 /// ```
 /// use jetsource::saga::{Input, Reaction, Saga};
-/// use jetsource::RecordedEvent;
+/// use jetsource::{MalformedEvent, RecordedEvent};
 /// /// Counts registrations per person; does nothing else.
 /// struct Welcome;
 /// impl Saga for Welcome {
 ///     type State = u32;
 ///     fn name(&self) -> &str { "welcome" }
 ///     fn aggregates(&self) -> &[&'static str] { &["person"] }
-///     fn correlate(&self, event: &RecordedEvent) -> Option<String> {
-///         (event.event_type == "PersonRegistered").then(|| event.aggregate_id.clone())
+///     fn correlate(&self, event: &RecordedEvent) -> Result<Option<String>, MalformedEvent> {
+///         Ok((event.event_type == "PersonRegistered").then(|| event.aggregate_id.clone()))
 ///     }
 ///     fn react(&self, seen: &u32, _input: Input<'_>) -> Reaction<u32> {
 ///         Reaction::to(seen + 1).finish("welcomed")
@@ -67,8 +68,9 @@ pub trait Saga: Send + Sync + 'static {
     fn aggregates(&self) -> &[&'static str];
 
     /// The instance an event belongs to (the correlation key, a valid id token), or
-    /// `None` when the saga does not care about it.
-    fn correlate(&self, event: &RecordedEvent) -> Option<String>;
+    /// `None` when the saga does not care about it. An error says the saga should
+    /// read this event but cannot: the runner parks it in `DLQ` and goes on.
+    fn correlate(&self, event: &RecordedEvent) -> Result<Option<String>, MalformedEvent>;
 
     /// Decides. No I/O, no clock: everything needed is in `state` and `input`.
     fn react(&self, state: &Self::State, input: Input<'_>) -> Reaction<Self::State>;

@@ -180,42 +180,8 @@ impl<G: Saga> SagaRunner<G> {
 
     /// Runs until `stop` turns true, riding out server and node outages; ends early
     /// only when another instance took over.
-    pub async fn run(
-        mut self,
-        mut stop: tokio::sync::watch::Receiver<bool>,
-    ) -> Result<(), SagaError> {
-        loop {
-            if *stop.borrow() {
-                return Ok(());
-            }
-            let step = tokio::select! {
-                step = self.step() => step,
-                _ = stop.changed() => return Ok(()),
-            };
-            match step {
-                Ok(_) => {}
-                Err(SagaError::Unavailable(e)) => {
-                    tracing::warn!(saga = self.shared.saga.name(), error = %e, "waiting: will retry from the checkpoint");
-                    tokio::select! {
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                        _ = stop.changed() => return Ok(()),
-                    }
-                    let restarted = consumer::cursor(
-                        &self.shared.store,
-                        &self.consumer_name(),
-                        self.shared.saga.aggregates(),
-                        1,
-                        self.checkpoint.value(),
-                    )
-                    .await;
-                    match restarted {
-                        Ok(consumer) => self.consumer = consumer,
-                        Err(e) => tracing::warn!(error = %e, "consumer not restarted yet"),
-                    }
-                }
-                Err(e) => return Err(e),
-            }
-        }
+    pub async fn run(mut self, stop: tokio::sync::watch::Receiver<bool>) -> Result<(), SagaError> {
+        consumer::run_until_stopped(&mut self, stop).await
     }
 
     /// Handles one batch of events, then the deadlines that fired; returns how many
@@ -249,9 +215,13 @@ impl<G: Saga> SagaRunner<G> {
         let mut events = Vec::with_capacity(messages.len());
         for (i, m) in messages.iter().enumerate() {
             let (seq, event) = consumer::recorded_event(&shared.store, m);
-            match event {
-                Ok(event) => {
-                    if let Some(key) = shared.saga.correlate(&event) {
+            let routed = event.and_then(|event| match shared.saga.correlate(&event) {
+                Ok(key) => Ok((key, event)),
+                Err(e) => Err(e.to_string()),
+            });
+            match routed {
+                Ok((key, event)) => {
+                    if let Some(key) = key {
                         let g = *index.entry(key.clone()).or_insert_with(|| {
                             groups.push((key, Vec::new()));
                             groups.len() - 1
@@ -352,6 +322,34 @@ impl<G: Saga> SagaRunner<G> {
             handled += 1;
         }
         Ok(handled)
+    }
+}
+
+impl<G: Saga> consumer::Stepping for SagaRunner<G> {
+    type Error = SagaError;
+
+    async fn step(&mut self) -> Result<usize, SagaError> {
+        SagaRunner::step(self).await
+    }
+
+    fn is_transient(error: &SagaError) -> bool {
+        matches!(error, SagaError::Unavailable(_))
+    }
+
+    async fn restart(&mut self) -> Result<(), SagaError> {
+        self.consumer = consumer::cursor(
+            &self.shared.store,
+            &self.consumer_name(),
+            self.shared.saga.aggregates(),
+            1,
+            self.checkpoint.value(),
+        )
+        .await?;
+        Ok(())
+    }
+
+    fn consumer_name(&self) -> String {
+        SagaRunner::consumer_name(self)
     }
 }
 

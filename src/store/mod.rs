@@ -18,7 +18,7 @@ pub mod stream;
 
 pub use append::{Append, AppendError, AppendErrorKind, Appended, ExpectedVersion, Position};
 pub use codec::Codec;
-pub use envelope::{headers, Metadata, NewEvent, RecordedEvent};
+pub use envelope::{headers, MalformedEvent, Metadata, NewEvent, RecordedEvent};
 pub use group_commit::GroupCommitConfig;
 pub use read::{ReadError, ReadErrorKind, TypeQuery};
 pub use stream::{StreamError, StreamErrorKind};
