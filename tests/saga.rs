@@ -143,6 +143,15 @@ impl World {
         }
     }
 
+    /// Acme with position `eng`, `person`, and offer `offer` (valid an hour) on
+    /// the person's record.
+    async fn recorded_offer(&self, person: &str, offer: &str) {
+        self.org("acme", &["eng"]).await;
+        self.person(person).await;
+        self.extend("acme", "eng", person, offer, HOUR).await;
+        self.received(person, offer).await;
+    }
+
     async fn accept(&self, person: &str, offer: &str) {
         let accept = PersonCommand::AcceptOffer {
             offer_id: offer.into(),
@@ -158,10 +167,7 @@ const PATIENCE: Duration = Duration::from_secs(30);
 #[tokio::test]
 async fn an_accepted_offer_ends_in_a_started_employment() {
     let w = World::start().await;
-    w.org("acme", &["eng"]).await;
-    w.person("ada").await;
-    w.extend("acme", "eng", "ada", "offer-1", HOUR).await;
-    w.received("ada", "offer-1").await;
+    w.recorded_offer("ada", "offer-1").await;
     w.accept("ada", "offer-1").await;
     assert_eq!(w.outcome("offer-1", PATIENCE).await, "hired");
 
@@ -211,10 +217,7 @@ async fn an_accepted_offer_ends_in_a_started_employment() {
 #[tokio::test]
 async fn a_declined_offer_is_withdrawn_by_the_organization() {
     let w = World::start().await;
-    w.org("acme", &["eng"]).await;
-    w.person("bob").await;
-    w.extend("acme", "eng", "bob", "offer-2", HOUR).await;
-    w.received("bob", "offer-2").await;
+    w.recorded_offer("bob", "offer-2").await;
     w.person_command(
         "bob",
         PersonCommand::DeclineOffer {
@@ -278,10 +281,7 @@ async fn unreadable_events_are_parked_and_the_saga_goes_on() {
         .await
         .unwrap();
 
-    w.org("acme", &["eng"]).await;
-    w.person("ada").await;
-    w.extend("acme", "eng", "ada", "offer-1", HOUR).await;
-    w.received("ada", "offer-1").await;
+    w.recorded_offer("ada", "offer-1").await;
     w.accept("ada", "offer-1").await;
     assert_eq!(w.outcome("offer-1", PATIENCE).await, "hired");
 
@@ -362,10 +362,7 @@ async fn accepting_a_position_filled_meanwhile_rescinds_the_offer() {
 #[tokio::test]
 async fn closing_the_position_rescinds_an_outstanding_offer() {
     let w = World::start().await;
-    w.org("acme", &["eng"]).await;
-    w.person("eve").await;
-    w.extend("acme", "eng", "eve", "offer-e", HOUR).await;
-    w.received("eve", "offer-e").await;
+    w.recorded_offer("eve", "offer-e").await;
     w.org_command(
         "acme",
         OrganizationCommand::ClosePosition {

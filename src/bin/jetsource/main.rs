@@ -99,6 +99,23 @@ fn nats_server() -> Result<Outcome> {
     Ok(Outcome::Done)
 }
 
+/// The flags of processes that hold a lease while active (`project`, `saga`).
+#[derive(clap::Args, Debug)]
+pub(crate) struct Standby {
+    /// Seconds a dead instance's lease lasts before a standby takes over.
+    #[arg(long, default_value_t = 10)]
+    lease_ttl: u64,
+    /// Log filter (overridden by RUST_LOG).
+    #[arg(long, default_value = "info")]
+    log_level: String,
+}
+
+impl Standby {
+    fn lease_ttl(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.lease_ttl.max(1))
+    }
+}
+
 /// Logs to stderr through tracing, filtered by `RUST_LOG` or `level`.
 pub(crate) fn init_logging(level: &str) -> Result<()> {
     let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| level.to_string());

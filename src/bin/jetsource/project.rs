@@ -28,16 +28,12 @@ pub(crate) struct Args {
     /// Stop (instead of going on) once an event had to be parked in DLQ.
     #[arg(long)]
     stop_on_poison: bool,
-    /// Seconds a dead instance's lease lasts before a standby takes over.
-    #[arg(long, default_value_t = 10)]
-    lease_ttl: u64,
-    /// Log filter (overridden by RUST_LOG).
-    #[arg(long, default_value = "info")]
-    log_level: String,
+    #[command(flatten)]
+    standby: crate::Standby,
 }
 
 pub(crate) async fn run(args: Args) -> Result<Outcome> {
-    crate::init_logging(&args.log_level)?;
+    crate::init_logging(&args.standby.log_level)?;
     match args.name.as_str() {
         "person_directory" => project(|| PersonDirectory, args).await,
         "organizations" => project(|| OrganizationsView, args).await,
@@ -63,7 +59,7 @@ async fn project<P: Projection>(make: impl Fn() -> P, args: Args) -> Result<Outc
         },
         ..Default::default()
     };
-    let ttl = Duration::from_secs(args.lease_ttl.max(1));
+    let ttl = args.standby.lease_ttl();
     if args.rebuild {
         return rebuild(make(), store, config, ttl).await;
     }

@@ -18,16 +18,12 @@ pub(crate) struct Args {
     /// Seconds to wait for a command's reply before resending it.
     #[arg(long, default_value_t = 5)]
     command_timeout: u64,
-    /// Seconds a dead instance's lease lasts before a standby takes over.
-    #[arg(long, default_value_t = 10)]
-    lease_ttl: u64,
-    /// Log filter (overridden by RUST_LOG).
-    #[arg(long, default_value = "info")]
-    log_level: String,
+    #[command(flatten)]
+    standby: crate::Standby,
 }
 
 pub(crate) async fn run(args: Args) -> Result<Outcome> {
-    crate::init_logging(&args.log_level)?;
+    crate::init_logging(&args.standby.log_level)?;
     if args.name != "hiring" {
         return Err(format!("no saga {:?} (known: hiring)", args.name).into());
     }
@@ -35,7 +31,7 @@ pub(crate) async fn run(args: Args) -> Result<Outcome> {
     let store = args.connection.open_store(&title).await?;
     let client = Client::new(store.client().clone(), args.connection.subjects());
     let key = format!("saga_{}", args.name);
-    let ttl = Duration::from_secs(args.lease_ttl.max(1));
+    let ttl = args.standby.lease_ttl();
     let lease = tokio::select! {
         lease = Lease::acquire(&store, &key, ttl) => lease?,
         _ = crate::wait_for_signal() => return Ok(Outcome::Done),
