@@ -20,10 +20,16 @@ struct World {
     client: Client,
     _node: Process,
     saga: Option<Process>,
+    saga_args: &'static [&'static str],
 }
 
 impl World {
     async fn start() -> World {
+        World::start_with(&["saga", "hiring"]).await
+    }
+
+    /// With the saga started as `jetsource <saga_args…>`.
+    async fn start_with(saga_args: &'static [&'static str]) -> World {
         let server = TestServer::start();
         let store = support::open_store(&server).await;
         let node = Process::start(&server.url(), &["node"]);
@@ -36,13 +42,14 @@ impl World {
             client,
             _node: node,
             saga: None,
+            saga_args,
         };
         world.start_saga();
         world
     }
 
     fn start_saga(&mut self) {
-        self.saga = Some(Process::start(&self.server.url(), &["saga", "hiring"]));
+        self.saga = Some(Process::start(&self.server.url(), self.saga_args));
     }
 
     fn kill_saga(&mut self) {
@@ -422,6 +429,53 @@ async fn an_offer_whose_deadline_passes_expires_on_both_sides_across_restarts() 
         .execute::<Person>("fay", &late, &CommandOptions::default())
         .await;
     assert!(refused.is_err(), "{refused:?}");
+}
+
+/// Regression: `jetsource project` and `jetsource saga` exited when the server was
+/// away for longer than their lease's TTL (the lease was "lost"), which also ended
+/// `jetsource up`. They now stand by, take the lease again and go on.
+#[tokio::test]
+async fn saga_and_projection_processes_ride_out_a_server_outage_longer_than_their_lease() {
+    const SHORT_LEASE: &[&str] = &["saga", "hiring", "--lease-ttl", "2"];
+    let mut w = World::start_with(SHORT_LEASE).await;
+    let project = ["project", "person_directory", "--lease-ttl", "2"];
+    let mut directory = Process::start(&w.server.url(), &project);
+    w.recorded_offer("ada", "offer-1").await;
+    w.server.stop();
+    // Longer than the lease (2 s) and than a JetStream request's timeout (5 s).
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    w.server.restart();
+    wait_for_nodes(w.store.client(), 1).await;
+    let saga = w.saga.as_mut().expect("the saga runs");
+    assert_eq!(saga.0.try_wait().unwrap(), None, "the saga process exited");
+    assert_eq!(
+        directory.0.try_wait().unwrap(),
+        None,
+        "the projection process exited"
+    );
+
+    w.accept("ada", "offer-1").await;
+    assert_eq!(w.outcome("offer-1", PATIENCE).await, "hired");
+    let zoe = PersonCommand::Register {
+        name: "Zoe".into(),
+        email: "zoe@example.org".into(),
+    };
+    let ack = w
+        .client
+        .execute::<Person>("zoe", &zoe, &CommandOptions::default())
+        .await
+        .unwrap();
+    let found = w
+        .client
+        .query_after(
+            "person",
+            "by_email",
+            &serde_json::json!({"email": "zoe@example.org"}),
+            ack.seq,
+        )
+        .await
+        .unwrap();
+    assert_eq!(found["id"], "zoe", "{found}");
 }
 
 /// kill -9 the saga process at random moments while a dozen flows run: each flow

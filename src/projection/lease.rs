@@ -3,8 +3,9 @@
 //! The holder creates `<consumer>` with its instance id and renews it (compare-and-
 //! set on the revision) every third of the TTL; the bucket's max age expires a
 //! lease whose holder died. Another instance waits as a hot standby until it can
-//! create the key. A holder that fails to renew learns it through
-//! [`Lease::lost`] and must stop writing.
+//! create the key. A holder rides out a server outage shorter than the TTL; one
+//! that could not renew for a whole TTL, or whose key another instance took,
+//! learns it through [`Lease::lost`], must stop writing, and may stand by again.
 
 use crate::store::EventStore;
 use async_nats::jetstream::kv;
@@ -43,33 +44,22 @@ impl Lease {
                         tracing::info!(key, "standby: another instance holds the lease");
                         announced = true;
                     }
-                    tokio::time::sleep(ttl / 4).await;
                 }
-                Err(e) => return Err(e.to_string()),
+                // The server is away (restarting, failing over): ask again later.
+                Err(e) => tracing::warn!(key, error = %e, "lease not acquired yet"),
             }
+            tokio::time::sleep(ttl / 4).await;
         };
         tracing::info!(key, "lease acquired");
         let (lost_tx, lost) = watch::channel(false);
-        let renewer = {
-            let (kv, key) = (kv.clone(), key.to_string());
-            tokio::spawn(async move {
-                let mut revision = revision;
-                loop {
-                    tokio::time::sleep(ttl / 3).await;
-                    match kv
-                        .update(&key, holder.clone().into_bytes().into(), revision)
-                        .await
-                    {
-                        Ok(r) => revision = r,
-                        Err(e) => {
-                            tracing::error!(key, error = %e, "lease lost");
-                            let _ = lost_tx.send(true);
-                            return;
-                        }
-                    }
-                }
-            })
-        };
+        let renewer = tokio::spawn(renew(
+            kv.clone(),
+            key.to_string(),
+            holder,
+            revision,
+            ttl,
+            lost_tx,
+        ));
         Ok(Lease {
             kv,
             key: key.to_string(),
@@ -87,5 +77,54 @@ impl Lease {
     pub async fn release(self) {
         self.renewer.abort();
         let _ = self.kv.delete(&self.key).await;
+    }
+}
+
+/// Renews the lease every third of `ttl` until it is lost, which is when another
+/// instance holds the key, or when no renewal got through for a whole `ttl` (by
+/// then the server may have expired it). A renewal that fails for another reason
+/// (the server is away) is retried every second meanwhile; one that timed out may
+/// still have landed, so a wrong revision is checked against the key's holder.
+async fn renew(
+    kv: kv::Store,
+    key: String,
+    holder: String,
+    mut revision: u64,
+    ttl: Duration,
+    lost: watch::Sender<bool>,
+) {
+    let mut renewed = tokio::time::Instant::now();
+    let mut wait = ttl / 3;
+    loop {
+        tokio::time::sleep(wait).await;
+        let outcome = kv
+            .update(&key, holder.clone().into_bytes().into(), revision)
+            .await;
+        let error = match outcome {
+            Ok(r) => {
+                (revision, renewed, wait) = (r, tokio::time::Instant::now(), ttl / 3);
+                continue;
+            }
+            Err(e) => e,
+        };
+        let stolen = match kv.entry(&key).await {
+            Ok(Some(entry))
+                if entry.operation == kv::Operation::Put && *entry.value == *holder.as_bytes() =>
+            {
+                // Still ours (a renewal that timed out may have landed): renew
+                // from its revision straight away.
+                (revision, wait) = (entry.revision, Duration::from_millis(100));
+                continue;
+            }
+            Ok(_) => true,
+            Err(_) => error.kind() == kv::UpdateErrorKind::WrongLastRevision,
+        };
+        if stolen || renewed.elapsed() >= ttl {
+            tracing::error!(key, error = %error, "lease lost");
+            let _ = lost.send(true);
+            return;
+        }
+        tracing::warn!(key, error = %error, "lease not renewed yet: retrying");
+        wait = wait.min(Duration::from_secs(1));
     }
 }

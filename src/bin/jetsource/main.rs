@@ -2,6 +2,7 @@
 //! become one line on stderr and a non-zero exit code (1 for errors, 2 when a
 //! command or query was rejected).
 
+mod active;
 mod connection;
 mod demo;
 mod dlq;

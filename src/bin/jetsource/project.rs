@@ -1,6 +1,7 @@
 //! `jetsource project <name>`: one projection as its own process, following its
 //! view's active version; `--rebuild` builds the next version and switches to it.
 
+use crate::active::Ended;
 use crate::connection::Connection;
 use crate::{Outcome, Result};
 use jetsource::domain::directory::PersonDirectory;
@@ -87,41 +88,32 @@ async fn project<P: Projection>(make: impl Fn() -> P, args: Args) -> Result<Outc
             checkpoint = runner.checkpoint(),
             "projection running"
         );
-        let (stop, stopped) = tokio::sync::watch::channel(false);
-        let mut task = tokio::spawn(runner.run(stopped));
-        let mut lost = lease.lost();
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
-        let switched = loop {
-            tokio::select! {
-                _ = crate::wait_for_signal() => break false,
-                _ = lost.wait_for(|l| *l) => {
-                    let _ = stop.send(true);
-                    let _ = (&mut task).await;
-                    return Err(format!("lost the lease on {key}: another instance may be active").into());
-                }
-                result = &mut task => {
-                    lease.release().await;
-                    result??;
-                    return Ok(Outcome::Done);
-                }
-                _ = tick.tick() => {
-                    if versions::active(&store, &args.name).await? != version {
-                        break true;
-                    }
+        // Not being able to ask (the server is away) is no reason to stop: the
+        // runner rides the outage out, and this asks again next second.
+        let switched = async {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                match versions::active(&store, &args.name).await {
+                    Ok(active) if active != version => return,
+                    Ok(_) => {}
+                    Err(e) => tracing::debug!(error = %e, "active view version unknown for now"),
                 }
             }
         };
-        let _ = stop.send(true);
-        (&mut task).await??;
-        lease.release().await;
-        if !switched {
-            tracing::info!(projection = args.name, "projection stopped");
-            return Ok(Outcome::Done);
+        let run = |stopped| runner.run(stopped);
+        let ended = crate::active::while_holding(lease, &key, run, switched).await?;
+        match ended {
+            Ended::Done => {
+                tracing::info!(projection = args.name, "projection stopped");
+                return Ok(Outcome::Done);
+            }
+            Ended::Interrupted => tracing::info!(
+                projection = args.name,
+                "view version switched: following it"
+            ),
+            Ended::LeaseLost => {}
         }
-        tracing::info!(
-            projection = args.name,
-            "view version switched: following it"
-        );
     }
 }
 

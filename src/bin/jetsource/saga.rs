@@ -1,6 +1,7 @@
 //! `jetsource saga <name>`: one saga as its own process (one active per saga through
 //! a lease, others wait as standbys), and `jetsource sagas`: its instances.
 
+use crate::active::Ended;
 use crate::connection::Connection;
 use crate::{Outcome, Result};
 use jetsource::client::Client;
@@ -32,39 +33,28 @@ pub(crate) async fn run(args: Args) -> Result<Outcome> {
     let client = Client::new(store.client().clone(), args.connection.subjects());
     let key = format!("saga_{}", args.name);
     let ttl = args.standby.lease_ttl();
-    let lease = tokio::select! {
-        lease = Lease::acquire(&store, &key, ttl) => lease?,
-        _ = crate::wait_for_signal() => return Ok(Outcome::Done),
-    };
     let config = SagaConfig {
         command_timeout: Duration::from_secs(args.command_timeout.max(1)),
         ..Default::default()
     };
-    let runner = SagaRunner::new(store, client, Hiring, config).await?;
-    tracing::info!(
-        saga = args.name,
-        checkpoint = runner.checkpoint(),
-        "saga running"
-    );
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let mut task = tokio::spawn(runner.run(stopped));
-    let mut lost = lease.lost();
-    tokio::select! {
-        _ = crate::wait_for_signal() => {}
-        _ = lost.wait_for(|l| *l) => {
-            let _ = stop.send(true);
-            let _ = (&mut task).await;
-            return Err(format!("lost the lease on {key}: another instance may be active").into());
-        }
-        result = &mut task => {
-            lease.release().await;
-            result??;
-            return Ok(Outcome::Done);
+    // Only the lease holder runs; others (and a holder that lost it) stand by.
+    loop {
+        let lease = tokio::select! {
+            lease = Lease::acquire(&store, &key, ttl) => lease?,
+            _ = crate::wait_for_signal() => return Ok(Outcome::Done),
+        };
+        let runner = SagaRunner::new(store.clone(), client.clone(), Hiring, config.clone()).await?;
+        tracing::info!(
+            saga = args.name,
+            checkpoint = runner.checkpoint(),
+            "saga running"
+        );
+        let run = |stopped| runner.run(stopped);
+        match crate::active::while_holding(lease, &key, run, std::future::pending()).await? {
+            Ended::LeaseLost => continue,
+            Ended::Done | Ended::Interrupted => break,
         }
     }
-    let _ = stop.send(true);
-    (&mut task).await??;
-    lease.release().await;
     tracing::info!(saga = args.name, "saga stopped");
     Ok(Outcome::Done)
 }
