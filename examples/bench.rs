@@ -653,6 +653,143 @@ async fn catch_up(store: &EventStore, total: usize) -> (Measured, Measured, Meas
     (ordered, durable, projected)
 }
 
+/// Hiring flows (extend, record, accept, hire, start employment), `flows` of them,
+/// `in_flight` at once, one organization, position and person each. `direct`: the
+/// client sends all five commands itself (the baseline: the same commands, no
+/// saga). Otherwise the client sends extend and accept, as the organization and the
+/// person would, and the running `saga hiring` process sends the other three;
+/// latency is extend to `EmploymentStarted`, seen on a plain subscription to the
+/// person's events.
+async fn hiring(nats: &async_nats::Client, run: &str, flows: usize, direct: bool) -> Measured {
+    use jetsource::client::{Client, CommandOptions};
+    use jetsource::domain::{Organization, OrganizationCommand as O, Person, PersonCommand as P};
+    use tokio::sync::oneshot;
+    type Waiters = Arc<std::sync::Mutex<HashMap<(String, String), oneshot::Sender<()>>>>;
+    let client = Client::new(nats.clone(), jetsource::Subjects::default());
+    let opts = CommandOptions::default();
+    let id = |kind: &str, i: usize| format!("{run}-{kind}{i}");
+    for i in 0..flows {
+        let org = O::Register { name: "Org".into() };
+        client
+            .execute::<Organization>(&id("org", i), &org, &opts)
+            .await
+            .unwrap();
+        let open = O::OpenPosition {
+            position_id: "eng".into(),
+            title: "Engineer".into(),
+        };
+        client
+            .execute::<Organization>(&id("org", i), &open, &opts)
+            .await
+            .unwrap();
+        let person = P::Register {
+            name: "Pat".into(),
+            email: "pat@example.org".into(),
+        };
+        client
+            .execute::<Person>(&id("p", i), &person, &opts)
+            .await
+            .unwrap();
+    }
+    let waiters: Waiters = Default::default();
+    let mut events = nats.subscribe("events.person.>").await.unwrap();
+    let router = {
+        let waiters = waiters.clone();
+        tokio::spawn(async move {
+            while let Some(m) = events.next().await {
+                let person = m.subject.rsplit('.').next().unwrap_or_default().to_string();
+                let kind = m
+                    .headers
+                    .as_ref()
+                    .and_then(|h| h.get("Jetsource-Event-Type"));
+                let key = (person, kind.map(|k| k.to_string()).unwrap_or_default());
+                if let Some(tx) = waiters.lock().unwrap().remove(&key) {
+                    let _ = tx.send(());
+                }
+            }
+        })
+    };
+    let wait_for = |person: String, event: &str| {
+        let (tx, rx) = oneshot::channel();
+        waiters
+            .lock()
+            .unwrap()
+            .insert((person, event.to_string()), tx);
+        rx
+    };
+    let start = Instant::now();
+    let latencies: Vec<Duration> = futures::stream::iter(0..flows)
+        .map(|i| {
+            let (client, opts) = (client.clone(), opts.clone());
+            let (org, person, offer) = (id("org", i), id("p", i), id("offer", i));
+            let received = wait_for(person.clone(), "OfferReceived");
+            let started = wait_for(person.clone(), "EmploymentStarted");
+            async move {
+                let t0 = Instant::now();
+                let expires_at = chrono::Utc::now() + chrono::Duration::hours(1);
+                let extend = O::ExtendOffer {
+                    position_id: "eng".into(),
+                    person_id: person.clone(),
+                    offer_id: offer.clone(),
+                    expires_at,
+                    at: chrono::Utc::now(),
+                };
+                client
+                    .execute::<Organization>(&org, &extend, &opts)
+                    .await
+                    .unwrap();
+                if direct {
+                    let record = P::RecordOffer {
+                        offer_id: offer.clone(),
+                        organization_id: org.clone(),
+                        position_id: "eng".into(),
+                        expires_at,
+                    };
+                    client
+                        .execute::<Person>(&person, &record, &opts)
+                        .await
+                        .unwrap();
+                } else {
+                    received.await.unwrap();
+                }
+                let accept = P::AcceptOffer {
+                    offer_id: offer.clone(),
+                    at: chrono::Utc::now(),
+                };
+                client
+                    .execute::<Person>(&person, &accept, &opts)
+                    .await
+                    .unwrap();
+                if direct {
+                    let hire = O::Hire {
+                        offer_id: offer.clone(),
+                    };
+                    client
+                        .execute::<Organization>(&org, &hire, &opts)
+                        .await
+                        .unwrap();
+                    let employ = P::StartEmployment { offer_id: offer };
+                    client
+                        .execute::<Person>(&person, &employ, &opts)
+                        .await
+                        .unwrap();
+                } else {
+                    started.await.unwrap();
+                }
+                t0.elapsed()
+            }
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    router.abort();
+    Measured {
+        ops: latencies.len(),
+        elapsed: start.elapsed(),
+        latencies,
+    }
+}
+
 async fn wait_for_service(client: &async_nats::Client) {
     let subjects = jetsource::Subjects::default();
     jetsource::node::wait_until_serving(client, &subjects, 1, Duration::from_secs(10))
@@ -780,6 +917,33 @@ async fn main() {
             "",
             peak_rss_mib(node.id())
         );
+        let flows = if quick { 100 } else { 400 };
+        let direct = hiring(store.client(), &format!("hd-{durability}"), flows, true).await;
+        row(
+            &format!("client sends all 5 commands ({flows} flows x16)"),
+            &direct,
+            None,
+        );
+        let mut saga = std::process::Command::new(node_binary())
+            .args([
+                "saga",
+                "hiring",
+                "--nats-url",
+                &server.url(),
+                "--log-level",
+                "warn",
+            ])
+            .spawn()
+            .expect("start the saga");
+        hiring(store.client(), &format!("hw-{durability}"), 1, false).await; // warm-up
+        let sagas = hiring(store.client(), &format!("hs-{durability}"), flows, false).await;
+        row(
+            "hiring saga sends 3 of them (flows/s)",
+            &sagas,
+            Some(&direct),
+        );
+        let _ = saga.kill();
+        let _ = saga.wait();
         let _ = node.kill();
         let _ = node.wait();
         if durability == Durability::Fast {

@@ -292,7 +292,8 @@ impl<G: Saga> SagaRunner<G> {
             .fired
             .fetch()
             .max_messages(shared.config.batch)
-            .expires(Duration::from_millis(50))
+            // No wait: the event fetch before this one already waited, and a fired
+            // deadline is picked up at most `idle_wait` late.
             .messages()
             .await
             .map_err(consumer::js_err)?;

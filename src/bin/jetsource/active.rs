@@ -55,3 +55,25 @@ where
         (Err(e), _) => Err(e.into()),
     }
 }
+
+/// Tries `attempt` until it succeeds, once a second (the server may be away), or
+/// returns `None` once SIGINT/SIGTERM has arrived.
+pub(crate) async fn until_ok<T, E, F>(what: &str, mut attempt: impl FnMut() -> F) -> Option<T>
+where
+    E: std::fmt::Display,
+    F: Future<Output = std::result::Result<T, E>>,
+{
+    loop {
+        tokio::select! {
+            result = attempt() => match result {
+                Ok(value) => return Some(value),
+                Err(e) => tracing::warn!(error = %e, "{what}: trying again"),
+            },
+            _ = crate::wait_for_signal() => return None,
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+            _ = crate::wait_for_signal() => return None,
+        }
+    }
+}

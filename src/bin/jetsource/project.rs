@@ -66,22 +66,26 @@ async fn project<P: Projection>(make: impl Fn() -> P, args: Args) -> Result<Outc
     }
     // Run the active version; when a rebuild switches it, move over to the new one.
     loop {
-        let version = versions::active(&store, &args.name).await?;
+        let active = || versions::active(&store, &args.name);
+        let Some(version) = crate::active::until_ok("reading the view version", active).await
+        else {
+            return Ok(Outcome::Done);
+        };
         let key = versions::consumer_name(&args.name, version);
         // Only the lease holder touches the consumer and the view; others wait.
         let lease = tokio::select! {
             lease = Lease::acquire(&store, &key, ttl) => lease?,
             _ = crate::wait_for_signal() => return Ok(Outcome::Done),
         };
-        let runner = ProjectionRunner::new(
-            store.clone(),
-            make(),
-            RunnerConfig {
-                version,
-                ..config.clone()
-            },
-        )
-        .await?;
+        let config = RunnerConfig {
+            version,
+            ..config.clone()
+        };
+        let start = || ProjectionRunner::new(store.clone(), make(), config.clone());
+        let Some(runner) = crate::active::until_ok("starting the projection", start).await else {
+            lease.release().await;
+            return Ok(Outcome::Done);
+        };
         tracing::info!(
             projection = args.name,
             version,

@@ -43,7 +43,11 @@ pub(crate) async fn run(args: Args) -> Result<Outcome> {
             lease = Lease::acquire(&store, &key, ttl) => lease?,
             _ = crate::wait_for_signal() => return Ok(Outcome::Done),
         };
-        let runner = SagaRunner::new(store.clone(), client.clone(), Hiring, config.clone()).await?;
+        let start = || SagaRunner::new(store.clone(), client.clone(), Hiring, config.clone());
+        let Some(runner) = crate::active::until_ok("starting the saga", start).await else {
+            lease.release().await;
+            return Ok(Outcome::Done);
+        };
         tracing::info!(
             saga = args.name,
             checkpoint = runner.checkpoint(),
