@@ -122,23 +122,39 @@ async fn count_serving(
     client: &async_nats::Client,
     status: &str,
 ) -> Result<usize, async_nats::Error> {
+    let replies = service_replies(client, "INFO", Duration::from_millis(250)).await?;
+    Ok(replies
+        .iter()
+        .filter_map(|r| serde_json::from_slice::<service::Info>(r).ok())
+        .filter(|info| info.endpoints.iter().any(|e| e.subject == status))
+        .count())
+}
+
+/// Every node's reply to `$SRV.<verb>.jetsource` (`PING`, `INFO`, `STATS`) that
+/// arrives within `wait`.
+///
+/// ```no_run
+/// # async fn demo(nats: async_nats::Client) -> Result<(), async_nats::Error> {
+/// let stats = jetsource::node::service_replies(&nats, "STATS", std::time::Duration::from_millis(500)).await?;
+/// println!("{} nodes", stats.len());
+/// # Ok(()) }
+/// ```
+pub async fn service_replies(
+    client: &async_nats::Client,
+    verb: &str,
+    wait: Duration,
+) -> Result<Vec<Bytes>, async_nats::Error> {
     let inbox = client.new_inbox();
     let mut replies = client.subscribe(inbox.clone()).await?;
     client
-        .publish_with_reply(format!("$SRV.INFO.{SERVICE_NAME}"), inbox, Bytes::new())
+        .publish_with_reply(format!("$SRV.{verb}.{SERVICE_NAME}"), inbox, Bytes::new())
         .await?;
-    let mut serving = 0;
-    while let Ok(Some(reply)) =
-        tokio::time::timeout(Duration::from_millis(250), replies.next()).await
-    {
-        let Ok(info) = serde_json::from_slice::<service::Info>(&reply.payload) else {
-            continue;
-        };
-        if info.endpoints.iter().any(|e| e.subject == status) {
-            serving += 1;
-        }
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut out = Vec::new();
+    while let Ok(Some(reply)) = tokio::time::timeout_at(deadline, replies.next()).await {
+        out.push(reply.payload);
     }
-    Ok(serving)
+    Ok(out)
 }
 
 /// Fewer nodes than wanted served every endpoint in time.

@@ -148,7 +148,7 @@ impl<G: Saga> SagaRunner<G> {
         let records = consumer::bucket(&js, BUCKET, store.config().replicas).await?;
         let timers = timers::ensure(&store).await?;
         consumer::ensure_dlq(&store).await?;
-        let name = format!("saga_{}", saga.name());
+        let name = consumer_name(&saga);
         let checkpoint = Checkpoint::load(&store, &name).await?;
         let consumer =
             consumer::cursor(&store, &name, saga.aggregates(), 1, checkpoint.value()).await?;
@@ -170,7 +170,7 @@ impl<G: Saga> SagaRunner<G> {
 
     /// `saga_<name>`.
     pub fn consumer_name(&self) -> String {
-        format!("saga_{}", self.shared.saga.name())
+        consumer_name(&self.shared.saga)
     }
 
     /// The last event sequence whose every earlier event is handled.
@@ -249,7 +249,7 @@ impl<G: Saga> SagaRunner<G> {
                         match shared.handle(&key, Trigger::Event(Box::new(event))).await {
                             Ok(()) => {}
                             Err(Failure::Poison(reason)) => {
-                                let name = format!("saga_{}", shared.saga.name());
+                                let name = consumer_name(&shared.saga);
                                 consumer::park(&shared.store, &name, &messages[i], *seq, &reason)
                                     .await
                                     .map_err(|e| (*seq, e.0))?;
@@ -581,4 +581,9 @@ fn absorb<S>(
     if let Some(outcome) = reaction.finished {
         record.outcome = Some(outcome);
     }
+}
+
+/// `saga_<name>`: the saga's consumer, its checkpoint key and its DLQ subject token.
+fn consumer_name<G: Saga>(saga: &G) -> String {
+    format!("saga_{}", saga.name())
 }

@@ -2,7 +2,6 @@
 
 use crate::connection::Connection;
 use crate::{Outcome, Result};
-use futures::StreamExt;
 use std::time::Duration;
 
 #[derive(clap::Args, Debug)]
@@ -18,22 +17,13 @@ pub(crate) async fn run(args: Args) -> Result<Outcome> {
     let client = args.connection.connect("jetsource status").await?;
     let info = client.server_info();
     // Every node answers $SRV.STATS: gather the replies for a moment.
-    let inbox = client.new_inbox();
-    let mut replies = client.subscribe(inbox.clone()).await?;
-    client
-        .publish_with_reply(
-            format!("$SRV.STATS.{}", jetsource::node::SERVICE_NAME),
-            inbox,
-            "".into(),
-        )
-        .await?;
-    let mut nodes = Vec::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_millis(500);
-    while let Ok(Some(msg)) = tokio::time::timeout_at(deadline, replies.next()).await {
-        if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&msg.payload) {
-            nodes.push(v);
-        }
-    }
+    let nodes: Vec<serde_json::Value> =
+        jetsource::node::service_replies(&client, "STATS", Duration::from_millis(500))
+            .await
+            .map_err(|e| e.to_string())?
+            .iter()
+            .filter_map(|r| serde_json::from_slice(r).ok())
+            .collect();
     let consumers: serde_json::Value = match client
         .request(
             format!("{}qry.system.status", args.connection.subjects().prefix()),
