@@ -145,6 +145,18 @@ pub struct Executed<E> {
     pub duplicate: bool,
 }
 
+/// A duplicate's outcome from the events its first execution stored.
+fn executed_from<E>(stored: &[crate::store::RecordedEvent]) -> Option<Executed<E>> {
+    let last = stored.last()?;
+    Some(Executed {
+        version: last.version,
+        seq: last.seq,
+        events: Vec::new(),
+        event_types: stored.iter().map(|e| e.event_type.clone()).collect(),
+        duplicate: true,
+    })
+}
+
 /// Why a command did not take effect.
 #[derive(Debug, thiserror::Error)]
 pub enum ExecuteError<E: std::error::Error + 'static> {
@@ -337,13 +349,31 @@ impl<A: Aggregate> Repository<A> {
     }
 
     /// Runs a command against the aggregate `id`.
+    ///
+    /// With a command id in `metadata`, the command runs at most once within the
+    /// store's duplicate window: a retry gets the first execution's outcome
+    /// (`duplicate: true`), whatever ran on the aggregate in between and whether or
+    /// not the retry would now be refused.
     pub async fn execute(
         &self,
         id: &str,
         command: &A::Command,
         metadata: &Metadata,
     ) -> Result<Executed<A::Event>, ExecuteError<A::Error>> {
-        self.execute_inner(id, command, metadata, None).await
+        self.execute_inner(id, command, metadata, None, true).await
+    }
+
+    /// Runs a command whose id was just made up (nobody can be retrying it): a
+    /// refusal needs no look for an earlier execution.
+    pub(crate) async fn execute_new(
+        &self,
+        id: &str,
+        command: &A::Command,
+        metadata: &Metadata,
+        expected_version: Option<u64>,
+    ) -> Result<Executed<A::Event>, ExecuteError<A::Error>> {
+        self.execute_inner(id, command, metadata, expected_version, false)
+            .await
     }
 
     /// Runs a command only if the aggregate is at `expected_version` (the client's
@@ -355,7 +385,7 @@ impl<A: Aggregate> Repository<A> {
         metadata: &Metadata,
         expected_version: u64,
     ) -> Result<Executed<A::Event>, ExecuteError<A::Error>> {
-        self.execute_inner(id, command, metadata, Some(expected_version))
+        self.execute_inner(id, command, metadata, Some(expected_version), true)
             .await
     }
 
@@ -365,6 +395,7 @@ impl<A: Aggregate> Repository<A> {
         command: &A::Command,
         metadata: &Metadata,
         expected_version: Option<u64>,
+        may_be_retry: bool,
     ) -> Result<Executed<A::Event>, ExecuteError<A::Error>> {
         validate_id(id).map_err(ExecuteError::InvalidId)?;
         let slot = self.slot(id);
@@ -391,15 +422,24 @@ impl<A: Aggregate> Repository<A> {
                         *cached = None;
                         continue;
                     }
-                    return Err(ExecuteError::WrongVersion {
-                        expected,
-                        actual: loaded.position.version,
-                    });
+                    return match self.earlier_execution(id, metadata, may_be_retry).await? {
+                        Some(done) => Ok(done),
+                        None => Err(ExecuteError::WrongVersion {
+                            expected,
+                            actual: loaded.position.version,
+                        }),
+                    };
                 }
             }
             let events = match loaded.state.handle(command) {
                 Ok(events) if !events.is_empty() || fresh => events,
-                Err(refusal) if fresh => return Err(ExecuteError::Rejected(refusal)),
+                Err(refusal) if fresh => {
+                    // Refused now, but maybe accepted before, with more events since.
+                    return match self.earlier_execution(id, metadata, may_be_retry).await? {
+                        Some(done) => Ok(done),
+                        None => Err(ExecuteError::Rejected(refusal)),
+                    };
+                }
                 // A refusal or a no-op decided on cached state may only mean the cache
                 // is behind another node (which may even have run this very command):
                 // decide again on the store's state.
@@ -409,6 +449,9 @@ impl<A: Aggregate> Repository<A> {
                 }
             };
             if events.is_empty() {
+                if let Some(done) = self.earlier_execution(id, metadata, may_be_retry).await? {
+                    return Ok(done);
+                }
                 return Ok(Executed {
                     version: loaded.position.version,
                     seq: loaded.position.seq,
@@ -428,6 +471,23 @@ impl<A: Aggregate> Repository<A> {
             };
             let append = Append::new(A::NAME, id, expected, new_events);
             match self.append_resending_on_timeout(append).await {
+                Ok(appended) if appended.duplicate && metadata.command_id.is_some() => {
+                    // The server knew the command: it ran before (perhaps deciding
+                    // otherwise); answer with what it stored then.
+                    *cached = None;
+                    let command_id = metadata.command_id.as_deref().unwrap_or_default();
+                    let stored = self
+                        .store
+                        .find_command(A::NAME, id, command_id, Some(appended.first_seq))
+                        .await?;
+                    return Ok(executed_from(&stored).unwrap_or(Executed {
+                        version: appended.version,
+                        seq: appended.last_seq,
+                        events: Vec::new(),
+                        event_types: Vec::new(),
+                        duplicate: true,
+                    }));
+                }
                 Ok(appended) => {
                     for e in &events {
                         loaded.state.apply(e);
@@ -465,6 +525,24 @@ impl<A: Aggregate> Repository<A> {
                 }
             }
         }
+    }
+
+    /// The outcome of this command's earlier execution, if it ran within the
+    /// store's duplicate window (read from the aggregate's events).
+    async fn earlier_execution(
+        &self,
+        id: &str,
+        metadata: &Metadata,
+        may_be_retry: bool,
+    ) -> Result<Option<Executed<A::Event>>, ExecuteError<A::Error>> {
+        let Some(command_id) = metadata.command_id.as_deref().filter(|_| may_be_retry) else {
+            return Ok(None);
+        };
+        let stored = self
+            .store
+            .find_command(A::NAME, id, command_id, None)
+            .await?;
+        Ok(executed_from(&stored))
     }
 
     async fn append_resending_on_timeout(

@@ -9,14 +9,14 @@ use std::fmt;
 /// short enough that a subject stays far below the server's limits.
 pub const MAX_ID_LEN: usize = 256;
 
-/// Why a name cannot be used as a subject token.
+/// Why a name cannot be used as an id.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum InvalidToken {
     /// The token is empty.
     Empty,
     /// The token is longer than [`MAX_ID_LEN`].
     TooLong(usize),
-    /// The token holds a character that NATS treats specially or that is not printable.
+    /// The token holds a character outside the id alphabet.
     BadChar(char),
 }
 
@@ -27,17 +27,26 @@ impl fmt::Display for InvalidToken {
             InvalidToken::TooLong(n) => write!(f, "is {n} bytes long (at most {MAX_ID_LEN})"),
             InvalidToken::BadChar(c) => write!(
                 f,
-                "contains {c:?} ('.', '*', '>', whitespace and control characters are not allowed)"
+                "contains {c:?} (ids are ASCII letters, digits, '-', '_' and '=')"
             ),
         }
     }
 }
 
-/// Checks that `id` is a single subject token usable as an aggregate id.
+/// True for the characters an id may hold: one alphabet that is safe as a subject
+/// token and as a KV key (and so in every key built from ids: rows, saga
+/// instances, snapshots), so an id a command accepts works everywhere it travels.
+pub fn is_id_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '=')
+}
+
+/// Checks that `id` is usable as an aggregate id (and as any other id a command
+/// carries): 1 to [`MAX_ID_LEN`] characters of [`is_id_char`].
 ///
 /// ```
 /// assert!(jetsource::subjects::validate_id("0192f1c2-7d4e-7000-8000-000000000001").is_ok());
 /// assert!(jetsource::subjects::validate_id("a.b").is_err());
+/// assert!(jetsource::subjects::validate_id("a:b").is_err());
 /// ```
 pub fn validate_id(id: &str) -> Result<(), InvalidToken> {
     if id.is_empty() {
@@ -46,9 +55,27 @@ pub fn validate_id(id: &str) -> Result<(), InvalidToken> {
     if id.len() > MAX_ID_LEN {
         return Err(InvalidToken::TooLong(id.len()));
     }
-    match id
+    match id.chars().find(|c| !is_id_char(*c)) {
+        Some(c) => Err(InvalidToken::BadChar(c)),
+        None => Ok(()),
+    }
+}
+
+/// Checks that `key` is a key a KV bucket accepts: dot-separated tokens of ASCII
+/// letters, digits, `-`, `_`, `=` and `/`, no empty token.
+///
+/// ```
+/// assert!(jetsource::subjects::validate_kv_key("person.p-1").is_ok());
+/// assert!(jetsource::subjects::validate_kv_key("person.a:b").is_err());
+/// assert!(jetsource::subjects::validate_kv_key("person..x").is_err());
+/// ```
+pub fn validate_kv_key(key: &str) -> Result<(), InvalidToken> {
+    if key.split('.').any(str::is_empty) {
+        return Err(InvalidToken::Empty);
+    }
+    match key
         .chars()
-        .find(|c| matches!(c, '.' | '*' | '>') || c.is_whitespace() || c.is_control())
+        .find(|c| !(is_id_char(*c) || matches!(c, '.' | '/')))
     {
         Some(c) => Err(InvalidToken::BadChar(c)),
         None => Ok(()),
@@ -134,14 +161,24 @@ mod tests {
 
     #[test]
     fn ids_with_subject_metacharacters_are_refused() {
-        for bad in ["", "a.b", "a*", "a>", "a b", "a\tb", "a\nb"] {
+        for bad in [
+            "",
+            "a.b",
+            "a*",
+            "a>",
+            "a b",
+            "a\tb",
+            "a\nb",
+            "a:b",
+            "ünïcode-42",
+        ] {
             assert!(validate_id(bad).is_err(), "{bad:?} must be refused");
         }
         assert_eq!(
             validate_id(&"x".repeat(MAX_ID_LEN + 1)),
             Err(InvalidToken::TooLong(MAX_ID_LEN + 1))
         );
-        assert!(validate_id("ünïcode-42").is_ok());
+        assert!(validate_id("Ada_Lovelace-1815=").is_ok());
     }
 
     #[test]

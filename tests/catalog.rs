@@ -136,9 +136,13 @@ fn commands_and_events_of_each_aggregate_match_the_catalog() {
         assert!(org_commands.iter().any(|c| c == name), "{name}");
     }
     assert_eq!(c["service"]["name"], jetsource::node::SERVICE_NAME);
-    assert_eq!(
-        c["buckets"][0]["name"],
-        jetsource::node::idempotency::BUCKET
+    assert!(
+        !c["buckets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|b| b["name"] == "commands"),
+        "idempotency rides on the stream's duplicate window, not a bucket"
     );
     let headers: Vec<&str> = c["command_headers"]
         .as_array()
@@ -200,7 +204,11 @@ fn the_saga_names_match_the_catalog() {
     };
     assert!(listed(1).contains(&consumer));
     assert!(listed(2).contains(&format!("{consumer}_timers")));
-    assert_eq!(c["buckets"][6]["name"], jetsource::saga::BUCKET);
+    assert!(c["buckets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|b| b["name"] == jetsource::saga::BUCKET));
     assert_eq!(c["streams"][2]["name"], jetsource::saga::timers::STREAM);
     assert_eq!(c["streams"][2]["allow_msg_schedules"], true);
 }

@@ -3,6 +3,7 @@
 
 mod support;
 
+use futures::StreamExt;
 use jetsource::domain::directory::{email_key, person_key, PersonDirectory};
 use jetsource::domain::{Person, PersonCommand};
 use jetsource::projection::{
@@ -444,4 +445,73 @@ async fn a_running_projection_rides_out_a_server_restart() {
         view_rows(&store, "view_person_directory").await[&person_key("a")]["value"]["name"],
         "Before"
     );
+}
+
+/// Writes a row keyed by the person's name (no valid KV key for "a:b"), or a row
+/// too large for any bucket when the name is "huge".
+struct KeyedByName;
+
+impl Projection for KeyedByName {
+    fn name(&self) -> &str {
+        "keyed_by_name"
+    }
+    fn aggregates(&self) -> &[&'static str] {
+        &["person"]
+    }
+    fn apply(&self, view: &mut View, event: &RecordedEvent) -> Result<(), ApplyError> {
+        let name = event.body().unwrap()["name"].as_str().unwrap().to_string();
+        let row = match name.as_str() {
+            "huge" => serde_json::json!("x".repeat(2 * 1024 * 1024)),
+            _ => serde_json::json!(event.aggregate_id),
+        };
+        view.put(&format!("name.{name}"), row);
+        Ok(())
+    }
+}
+
+/// Finding: one accepted command whose effect the bucket refuses (a key `person.a:b`)
+/// halted the projection for good. Such an event is now retried, parked with the
+/// reason, and the projection goes on.
+#[tokio::test]
+async fn one_accepted_command_halts_a_projection_forever() {
+    let (_server, store, people) = setup().await;
+    register(&people, "p1", "fine", "a@example.org").await;
+    register(&people, "p2", "a:b", "b@example.org").await;
+    register(&people, "p3", "huge", "c@example.org").await;
+    register(&people, "p4", "also-fine", "d@example.org").await;
+    let mut runner = ProjectionRunner::new(
+        store.clone(),
+        KeyedByName,
+        RunnerConfig {
+            max_deliver: 2,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    catch_up(&mut runner, &store).await;
+    let view = view_rows(&store, "view_keyed_by_name").await;
+    assert_eq!(view["name.fine"]["value"], "p1");
+    assert_eq!(view["name.also-fine"]["value"], "p4");
+    assert_eq!(view.len(), 2, "{view:?}");
+    let mut dlq = store.jetstream().get_stream("DLQ").await.unwrap();
+    assert_eq!(dlq.info().await.unwrap().state.messages, 2);
+    let reasons: Vec<String> = [1, 2]
+        .into_iter()
+        .map(|seq| {
+            let dlq = dlq.clone();
+            async move {
+                let parked = dlq.get_raw_message(seq).await.unwrap();
+                parked
+                    .headers
+                    .get("Jetsource-Dlq-Error")
+                    .unwrap()
+                    .to_string()
+            }
+        })
+        .collect::<futures::stream::FuturesOrdered<_>>()
+        .collect()
+        .await;
+    assert!(reasons[0].contains("no valid KV key"), "{reasons:?}");
+    assert!(reasons[1].contains("bytes, more than"), "{reasons:?}");
 }

@@ -3,24 +3,26 @@
 //! One NATS service, `jetsource` (so `$SRV.PING`, `$SRV.INFO` and `$SRV.STATS`
 //! answer), with one endpoint per command (`cmd.<aggregate>.<Command>`) and per
 //! query (`qry.<aggregate>.get|history`) of every registered aggregate, all in the
-//! service's queue group, so any number of nodes share the load. Two catch-all
-//! endpoints in a queue group of their own answer 404 for subjects no endpoint of
-//! this node serves (run nodes with the same aggregates, or a node's catch-all will
-//! answer for a command only another node knows).
+//! service's queue group, so any number of nodes share the load. A node answers
+//! only the subjects it serves: nodes of different domains share one NATS without
+//! answering for each other, and a subject nobody serves gets the server's "no
+//! responders" status.
 //!
 //! - [`request`]: reading a request (size, content type, id, headers).
 //! - [`reply`]: the ack, the rejection and the fixed status table.
 //! - `registry`: one registered aggregate behind a type-erased handler.
-//! - [`idempotency`]: the `commands` KV bucket.
+//!
+//! Idempotency needs no bucket of its own: a command id rides on its first event
+//! as the stream's `Nats-Msg-Id`, so the server refuses a retry for the whole
+//! duplicate window, and the node answers it with the events stored the first
+//! time (see [`Repository::execute`]).
 //! - [`views`]: queries answered from projections' views, with `Jetsource-Min-Seq`.
 
-pub mod idempotency;
 mod registry;
 pub mod reply;
 pub mod request;
 pub mod views;
 
-pub use idempotency::IdempotencyConfig;
 pub use reply::{Ack, Rejection, Status};
 pub use views::{Rows, ViewQueries};
 
@@ -55,8 +57,6 @@ pub struct NodeConfig {
     pub max_body_bytes: usize,
     /// Requests handled at once; more wait in the client connection.
     pub max_in_flight: usize,
-    /// The `commands` bucket.
-    pub idempotency: IdempotencyConfig,
     /// Most events one `history` query returns.
     pub history_limit: usize,
     /// How long a query with `Jetsource-Min-Seq` waits for its view.
@@ -68,7 +68,6 @@ impl Default for NodeConfig {
         NodeConfig {
             max_body_bytes: 64 * 1024,
             max_in_flight: 4096,
-            idempotency: IdempotencyConfig::default(),
             history_limit: 1000,
             min_seq_wait: Duration::from_secs(2),
         }
@@ -175,9 +174,9 @@ pub enum NodeError {
     /// The service or an endpoint could not be added.
     #[error("could not start the NATS service: {0}")]
     Service(async_nats::Error),
-    /// The `commands` bucket could not be opened.
-    #[error("could not open the commands bucket: {0}")]
-    Idempotency(#[from] async_nats::jetstream::context::CreateKeyValueError),
+    /// A view's bucket could not be opened.
+    #[error("could not open a view's bucket: {0}")]
+    Bucket(#[from] async_nats::jetstream::context::CreateKeyValueError),
     /// An aggregate was registered twice.
     #[error("aggregate {0} is registered twice")]
     Duplicate(&'static str),
@@ -212,9 +211,7 @@ impl std::fmt::Debug for Node {
 }
 
 struct Context {
-    acks: idempotency::Acks,
     config: NodeConfig,
-    known: HashSet<String>,
 }
 
 impl Node {
@@ -272,8 +269,6 @@ impl Node {
         }
         let client = self.store.client().clone();
         let prefix = self.store.subjects().prefix().to_string();
-        let acks =
-            idempotency::Acks::open(self.store.jetstream(), &self.config.idempotency).await?;
         let aggregates: Vec<_> = self.handlers.iter().map(|h| h.aggregate()).collect();
         let service = client
             .service_builder()
@@ -283,7 +278,6 @@ impl Node {
             .await
             .map_err(NodeError::Service)?;
 
-        let mut known = HashSet::new();
         let mut routes: Vec<(String, Route)> = Vec::new();
         for h in &self.handlers {
             let agg = h.aggregate();
@@ -311,12 +305,8 @@ impl Node {
                 routes.push((subject, Route::View(served.clone(), query)));
             }
         }
-        known.extend(routes.iter().map(|(s, _)| s.clone()));
-        known.insert(format!("{prefix}qry.system.status"));
         let context = Arc::new(Context {
-            acks,
             config: self.config.clone(),
-            known,
         });
         let in_flight = Arc::new(Semaphore::new(self.config.max_in_flight));
         let (stop_tx, stop_rx) = watch::channel(false);
@@ -330,16 +320,6 @@ impl Node {
                 .await
                 .map_err(NodeError::Service)?;
             endpoints.push((endpoint, route));
-        }
-        for wildcard in ["cmd.>", "qry.>"] {
-            let endpoint = service
-                .endpoint_builder()
-                .name(format!("unknown-{}", &wildcard[..3]))
-                .queue_group("jetsource-unknown")
-                .add(format!("{prefix}{wildcard}"))
-                .await
-                .map_err(NodeError::Service)?;
-            endpoints.push((endpoint, Route::Unknown));
         }
         // Last on purpose: `$SRV.PING` answers as soon as the service exists, so
         // readiness is "`$SRV.INFO` lists the status endpoint" (see `wait_until_serving`).
@@ -376,7 +356,6 @@ enum Route {
     Query(Arc<dyn Handler>, &'static str),
     View(Arc<views::Served>, &'static str),
     Status(EventStore),
-    Unknown,
 }
 
 /// A serving node.
@@ -434,11 +413,6 @@ async fn serve_endpoint(
                 return;
             }
         };
-        if matches!(route, Route::Unknown)
-            && context.known.contains(request.message.subject.as_str())
-        {
-            continue; // A real endpoint of this node answers it.
-        }
         let Ok(permit) = in_flight.clone().acquire_owned().await else {
             return;
         };
@@ -471,11 +445,6 @@ async fn handle(context: &Context, route: Route, request: service::Request) {
                         .into()
                 })
                 .map_err(|e| Rejection::new(Status::Unavailable, "store_unavailable", e)),
-            Route::Unknown => Err(Rejection::new(
-                Status::NotFound,
-                "unknown_subject",
-                format!("no command or query is served on {}", msg.subject),
-            )),
         };
         let sent = match result {
             Ok(body) => {
@@ -509,22 +478,19 @@ async fn command_reply(
     let client_id = request::client_command_id(msg)?;
     let body = request::body(msg, context.config.max_body_bytes)?;
     let expected = request::expected_version(msg)?;
-    // A retry inside the window gets the stored ack, byte for byte. A command sent
-    // without an id cannot be a retry: no lookup.
-    if let Some(id) = &client_id {
-        if let Some(ack) = context.acks.get(id).await? {
-            return Ok(ack);
-        }
-    }
+    // Only a client's own id can come back as a retry; a made-up one cannot.
+    let may_be_retry = client_id.is_some();
     let command_id = client_id.unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
     let metadata = request::metadata(msg, &command_id);
     if let Some(correlation) = &metadata.correlation_id {
         tracing::Span::current().record("correlation_id", correlation.as_str());
     }
-    let ack = handler.execute(command, body, metadata, expected).await?;
-    let bytes = Bytes::from(serde_json::to_vec(&ack).expect("an ack serializes"));
-    context.acks.put(command_id, bytes.clone());
-    Ok(bytes)
+    let ack = handler
+        .execute(command, body, metadata, expected, may_be_retry)
+        .await?;
+    Ok(Bytes::from(
+        serde_json::to_vec(&ack).expect("an ack serializes"),
+    ))
 }
 
 async fn view_reply(

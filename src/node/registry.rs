@@ -20,6 +20,7 @@ pub(crate) trait Handler: Send + Sync {
         body: Body,
         metadata: Metadata,
         expected_version: Option<u64>,
+        may_be_retry: bool,
     ) -> BoxFuture<'a, Result<Ack, Rejection>>;
     /// Current state, or the state at a point in the past.
     fn get<'a>(
@@ -99,6 +100,7 @@ where
         body: Body,
         metadata: Metadata,
         expected_version: Option<u64>,
+        may_be_retry: bool,
     ) -> BoxFuture<'a, Result<Ack, Rejection>> {
         Box::pin(async move {
             let Body { id, mut fields } = body;
@@ -114,13 +116,19 @@ where
                         format!("body does not fit {}.{command}: {e}", A::NAME),
                     )
                 })?;
-            let done = match expected_version {
-                Some(v) => {
-                    self.repository
+            let repository = &self.repository;
+            let done = match (expected_version, may_be_retry) {
+                (expected, false) => {
+                    repository
+                        .execute_new(&id, &command, &metadata, expected)
+                        .await
+                }
+                (Some(v), true) => {
+                    repository
                         .execute_expecting(&id, &command, &metadata, v)
                         .await
                 }
-                None => self.repository.execute(&id, &command, &metadata).await,
+                (None, true) => repository.execute(&id, &command, &metadata).await,
             }
             .map_err(execute_rejection)?;
             Ok(Ack {

@@ -82,6 +82,9 @@ pub struct Row {
     pub value: Option<Value>,
 }
 
+/// Longest row key a view may write, in bytes (a KV key is a subject).
+pub const MAX_KEY_BYTES: usize = 1024;
+
 /// The rows of one view as a batch sees them: loaded rows plus this batch's changes.
 #[derive(Debug, Default)]
 pub struct View {
@@ -134,6 +137,35 @@ impl View {
             );
             self.undo.push((key.to_string(), before));
         }
+    }
+
+    /// Why the current event's writes cannot be stored, if they cannot: a key the
+    /// bucket refuses, or a row larger than `max_row_bytes`. The runner treats it
+    /// like a failed event (retried, then parked), so it never stalls on a write.
+    fn unstorable(&self, max_row_bytes: usize) -> Option<String> {
+        for (key, _) in &self.undo {
+            let shown: String = key.chars().take(80).collect();
+            if key.len() > MAX_KEY_BYTES {
+                return Some(format!(
+                    "row key {shown:?}... is {} bytes (at most {MAX_KEY_BYTES})",
+                    key.len()
+                ));
+            }
+            if let Err(reason) = crate::subjects::validate_kv_key(key) {
+                return Some(format!("row key {shown:?} is no valid KV key: it {reason}"));
+            }
+            let size = self
+                .changed
+                .get(key)
+                .and_then(|row| serde_json::to_vec(row).ok())
+                .map_or(0, |bytes| bytes.len());
+            if size > max_row_bytes {
+                return Some(format!(
+                    "row {shown} is {size} bytes, more than the {max_row_bytes} a row may take"
+                ));
+            }
+        }
+        None
     }
 
     /// Starts applying the event at `seq`.

@@ -293,6 +293,8 @@ impl<P: Projection> ProjectionRunner<P> {
         &self,
         events: &[(u64, Result<RecordedEvent, String>)],
     ) -> Result<(View, Option<(usize, String)>), RunnerError> {
+        // Room for the KV write's own headers.
+        let max_row_bytes = self.store.max_payload().saturating_sub(1024);
         let mut loaded = HashMap::new();
         loop {
             let mut view = View {
@@ -310,6 +312,10 @@ impl<P: Projection> ProjectionRunner<P> {
                     Ok(event) => self.projection.apply(&mut view, event),
                     Err(reason) => Err(ApplyError::Failed(format!("unreadable event: {reason}"))),
                 };
+                let result = result.and_then(|()| match view.unstorable(max_row_bytes) {
+                    Some(reason) => Err(ApplyError::Failed(reason)),
+                    None => Ok(()),
+                });
                 match result {
                     Ok(()) => {}
                     Err(ApplyError::Missing(key)) => {

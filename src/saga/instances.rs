@@ -82,6 +82,16 @@ impl<S: Default> Instance<S> {
     }
 }
 
+/// Why `instance` cannot name a saga instance (it must be an id, see
+/// [`validate_id`](crate::subjects::validate_id)): the runner parks the event
+/// rather than stall on a record it cannot store.
+pub(crate) fn check_instance_id(instance: &str) -> Result<(), String> {
+    crate::subjects::validate_id(instance).map_err(|reason| {
+        let shown: String = instance.chars().take(80).collect();
+        format!("saga instance id {shown:?} is unusable: it {reason}")
+    })
+}
+
 /// The key of an instance in `sagas`.
 pub fn key(saga: &str, instance: &str) -> String {
     format!("{saga}.{instance}")

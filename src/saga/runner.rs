@@ -216,7 +216,11 @@ impl<G: Saga> SagaRunner<G> {
         for (i, m) in messages.iter().enumerate() {
             let (seq, event) = consumer::recorded_event(&shared.store, m);
             let routed = event.and_then(|event| match shared.saga.correlate(&event) {
-                Ok(key) => Ok((key, event)),
+                Ok(Some(key)) => match instances::check_instance_id(&key) {
+                    Ok(()) => Ok((Some(key), event)),
+                    Err(reason) => Err(reason),
+                },
+                Ok(None) => Ok((None, event)),
                 Err(e) => Err(e.to_string()),
             });
             match routed {

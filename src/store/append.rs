@@ -207,11 +207,39 @@ pub(crate) struct OutMsg {
     pub(crate) payload: Bytes,
 }
 
+/// The `Nats-Msg-Id` of an append's first event: what the server deduplicates on,
+/// for the stream's whole duplicate window, across restarts and leader changes.
+///
+/// With a command id it names the command on its aggregate, so a retry of the
+/// command is refused by the server even when it was decided anew and produced
+/// other events (or other event ids); without one it is the first event's id, so
+/// only a resend of the very same append is.
+///
+/// ```
+/// let key = jetsource::store::append::dedupe_key("person", "p1", Some("c-1"), "0192f1c2-7d4e-7000-8000-000000000001");
+/// assert_eq!(key, "cmd:person:c-1:p1");
+/// ```
+pub fn dedupe_key(
+    aggregate: &str,
+    id: &str,
+    command_id: Option<&str>,
+    first_event_id: &str,
+) -> String {
+    match command_id {
+        // Command ids hold no ':' (see `node::request`), aggregate names neither: the
+        // key is unambiguous whatever the aggregate id holds.
+        Some(command) => format!("cmd:{aggregate}:{command}:{id}"),
+        None => first_event_id.to_string(),
+    }
+}
+
 /// An append checked and turned into messages, its expectation resolved to a position.
 #[derive(Debug)]
 pub(crate) struct Prepared {
     pub(crate) subject: String,
     pub(crate) base: Position,
+    /// The command the events carry, if any: how a duplicate is recognised.
+    pub(crate) command_id: Option<String>,
     pub(crate) event_ids: Vec<uuid::Uuid>,
     pub(crate) msgs: Vec<OutMsg>,
     pub(crate) bytes: usize,
@@ -243,6 +271,7 @@ pub(crate) fn check_names(aggregate: &str, id: &str) -> Result<(), AppendError> 
 
 /// Checks an append against the server's limits and builds its messages.
 pub(crate) fn prepare(
+    (aggregate, id): (&str, &str),
     subject: String,
     base: Position,
     events: &[NewEvent],
@@ -258,6 +287,7 @@ pub(crate) fn prepare(
             max: max_events,
         }));
     }
+    let command_id = events[0].metadata.command_id.clone();
     let mut msgs = Vec::with_capacity(events.len());
     let mut bytes = 0;
     for (i, event) in events.iter().enumerate() {
@@ -267,6 +297,15 @@ pub(crate) fn prepare(
                 headers::NATS_EXPECTED_LAST_SUBJECT_SEQ,
                 base.seq.to_string().as_str(),
             );
+            // One dedupe entry per append: a batch with a repeated first message is
+            // refused whole, so the later events need none.
+            let key = dedupe_key(
+                aggregate,
+                id,
+                command_id.as_deref(),
+                &event.event_id.to_string(),
+            );
+            h.insert(headers::NATS_MSG_ID, key.as_str());
         }
         // Room for the batch headers added at send time.
         let size = wire_size(&h, &event.payload) + 100;
@@ -286,6 +325,7 @@ pub(crate) fn prepare(
     Ok(Prepared {
         subject,
         base,
+        command_id,
         event_ids: events.iter().map(|e| e.event_id).collect(),
         msgs,
         bytes,

@@ -11,7 +11,7 @@ use uuid::Uuid;
 pub mod headers {
     /// PascalCase event type, e.g. `PersonRegistered`.
     pub const EVENT_TYPE: &str = "Jetsource-Event-Type";
-    /// UUIDv7 of the event; also sent as `Nats-Msg-Id` for server-side deduplication.
+    /// UUIDv7 of the event.
     pub const EVENT_ID: &str = "Jetsource-Event-Id";
     /// Schema version of the event body, an integer.
     pub const SCHEMA: &str = "Jetsource-Schema";
@@ -33,7 +33,8 @@ pub mod headers {
     pub const META_PREFIX: &str = "Jetsource-Meta-";
     /// The body's MIME type.
     pub const CONTENT_TYPE: &str = "Content-Type";
-    /// Server-side deduplication key (NATS).
+    /// Server-side deduplication key (NATS), on the first event of an append: see
+    /// [`dedupe_key`](crate::store::append::dedupe_key).
     pub const NATS_MSG_ID: &str = "Nats-Msg-Id";
     /// Optimistic concurrency on one subject (NATS).
     pub const NATS_EXPECTED_LAST_SUBJECT_SEQ: &str = "Nats-Expected-Last-Subject-Sequence";
@@ -64,7 +65,11 @@ pub struct Metadata {
     pub actor: Option<String>,
     /// Whose data this is.
     pub tenant: Option<String>,
-    /// The idempotency key of the command.
+    /// The idempotency key of the command. An append whose first event carries
+    /// one is stored at most once per aggregate within the stream's duplicate
+    /// window: a later append with the same command id on the same aggregate is
+    /// answered with the first one's position (see
+    /// [`dedupe_key`](crate::store::append::dedupe_key)).
     pub command_id: Option<String>,
     /// Free-form metadata, stored as `Jetsource-Meta-<key>` headers. Keys are header
     /// tokens (letters, digits, `-`, `_`); values are single-line text.
@@ -200,7 +205,6 @@ impl NewEvent {
         let id = self.event_id.to_string();
         h.insert(headers::EVENT_TYPE, self.event_type.as_str());
         h.insert(headers::EVENT_ID, id.as_str());
-        h.insert(headers::NATS_MSG_ID, id.as_str());
         h.insert(headers::SCHEMA, self.schema.to_string().as_str());
         h.insert(headers::VERSION, version.to_string().as_str());
         h.insert(

@@ -45,7 +45,9 @@ pub struct StoreConfig {
     pub replicas: usize,
     /// How new event bodies are written.
     pub codec: Codec,
-    /// Server-side deduplication window for event ids.
+    /// Server-side deduplication window: a command retried within it is answered
+    /// with its first outcome, whatever happened in between (see
+    /// [`append::dedupe_key`]). Also the node's idempotency window.
     pub duplicate_window: Duration,
     /// How long to wait for the server to acknowledge an append or answer a read.
     pub request_timeout: Duration,
@@ -64,7 +66,7 @@ impl Default for StoreConfig {
             prefix: String::new(),
             replicas: 1,
             codec: Codec::Json,
-            duplicate_window: Duration::from_secs(120),
+            duplicate_window: Duration::from_secs(10 * 60),
             request_timeout: Duration::from_secs(5),
             max_batch_events: 1000,
             read_page: 1000,
@@ -194,6 +196,11 @@ impl EventStore {
         &self.inner.js
     }
 
+    /// The server's largest message, in bytes (`max_payload` of its INFO).
+    pub fn max_payload(&self) -> usize {
+        self.inner.max_payload
+    }
+
     /// What has been sent so far.
     pub fn stats(&self) -> StoreStats {
         let c = &self.inner.counters;
@@ -244,6 +251,7 @@ impl EventStore {
                     .unwrap_or_default(),
             };
             let prepared = prepare(
+                (&append.aggregate, &append.id),
                 subject.clone(),
                 base,
                 &append.events,
@@ -290,7 +298,8 @@ impl EventStore {
     }
 
     /// Sends one prepared append as its own batch; a conflict or duplicate that is
-    /// really this very append already stored becomes a duplicate success.
+    /// really this append (or, with a command id, this command) already stored
+    /// becomes a duplicate success that points at what was stored then.
     pub(crate) async fn publish_one(&self, p: &Prepared) -> Result<Appended, AppendError> {
         let msgs: Vec<_> = p.msgs.iter().collect();
         self.count_batch();
@@ -299,8 +308,9 @@ impl EventStore {
                 self.count_appends(1);
                 Ok(appended_at(p, ack.last_seq, false))
             }
-            Ok(_) => self
-                .resolve_duplicate(p)
+            // A duplicate's pub ack names the stored first event's sequence.
+            Ok(ack) => self
+                .resolve_duplicate(p, Some(ack.last_seq))
                 .await?
                 .ok_or_else(|| AppendError::new(AppendErrorKind::DuplicateEventId)),
             Err(e)
@@ -309,7 +319,7 @@ impl EventStore {
                     AppendErrorKind::Conflict { .. } | AppendErrorKind::DuplicateEventId
                 ) =>
             {
-                match self.resolve_duplicate(p).await? {
+                match self.resolve_duplicate(p, None).await? {
                     Some(done) => Ok(done),
                     None => Err(e),
                 }
@@ -333,26 +343,44 @@ impl EventStore {
         .await
     }
 
-    /// If the events right after the append's base are this append's own (same
-    /// event ids), it was stored before: report that instead of an error.
-    async fn resolve_duplicate(&self, p: &Prepared) -> Result<Option<Appended>, AppendError> {
+    /// Finds what the server holds for this append: the same events right after
+    /// its base (a resend), or, with a command id, that command's events wherever
+    /// they are in the window (a retry decided anew). `None`: it is not stored.
+    async fn resolve_duplicate(
+        &self,
+        p: &Prepared,
+        first_seq: Option<u64>,
+    ) -> Result<Option<Appended>, AppendError> {
         let (aggregate, id) = self
             .inner
             .subjects
             .parse_event_subject(&p.subject)
             .expect("prepared subjects are event subjects");
-        let stored = self
-            .read_aggregate_limit(aggregate, id, p.base.seq, p.event_ids.len())
-            .await
-            .map_err(|e| AppendError::with_source(AppendErrorKind::Unavailable, e))?;
-        let ids: Vec<_> = stored.iter().map(|e| e.event_id).collect();
-        if ids != p.event_ids {
+        let unavailable = |e| AppendError::with_source(AppendErrorKind::Unavailable, e);
+        let stored = match &p.command_id {
+            Some(command) => self
+                .find_command(aggregate, id, command, first_seq)
+                .await
+                .map_err(unavailable)?,
+            None => {
+                let after = first_seq.map_or(p.base.seq, |s| s.saturating_sub(1));
+                let stored = self
+                    .read_aggregate_limit(aggregate, id, after, p.event_ids.len())
+                    .await
+                    .map_err(unavailable)?;
+                let ids: Vec<_> = stored.iter().map(|e| e.event_id).collect();
+                if ids != p.event_ids {
+                    return Ok(None);
+                }
+                stored
+            }
+        };
+        let (Some(first), Some(last)) = (stored.first(), stored.last()) else {
             return Ok(None);
-        }
+        };
         self.count_appends(1);
-        let last = stored.last().expect("ids matched a non-empty append");
         Ok(Some(Appended {
-            first_seq: stored[0].seq,
+            first_seq: first.seq,
             last_seq: last.seq,
             version: last.version,
             duplicate: true,

@@ -267,6 +267,50 @@ impl EventStore {
         cursor.into_stream().try_collect().await
     }
 
+    /// The events command `command_id` stored on one aggregate, if it is inside
+    /// the stream's duplicate window: what a retry of it is answered with.
+    ///
+    /// With `from_seq` (the sequence the server reported for the command's first
+    /// event) it reads from there; without, it scans the aggregate's events stored
+    /// within the window (plus a minute of clock slack), never older ones.
+    ///
+    /// ```no_run
+    /// # async fn demo(store: jetsource::EventStore) -> Result<(), jetsource::store::ReadError> {
+    /// let original = store.find_command("person", "42", "c-1", None).await?;
+    /// println!("{} events", original.len());
+    /// # Ok(()) }
+    /// ```
+    pub async fn find_command(
+        &self,
+        aggregate: &str,
+        id: &str,
+        command_id: &str,
+        from_seq: Option<u64>,
+    ) -> Result<Vec<RecordedEvent>, ReadError> {
+        check_names(aggregate, Some(id))?;
+        let mut cursor = Cursor::new(
+            self,
+            self.subjects().aggregate(aggregate, id),
+            from_seq.map_or(0, |s| s.saturating_sub(1)),
+        );
+        if from_seq.is_none() {
+            let window = self.config().duplicate_window + std::time::Duration::from_secs(60);
+            cursor.start_time = chrono::Duration::from_std(window)
+                .ok()
+                .and_then(|w| Utc::now().checked_sub_signed(w));
+        }
+        let mut events = cursor.into_stream();
+        let mut found = Vec::new();
+        while let Some(event) = events.try_next().await? {
+            if event.metadata.command_id.as_deref() == Some(command_id) {
+                found.push(event);
+            } else if !found.is_empty() {
+                break; // A command's events are contiguous on its subject.
+            }
+        }
+        Ok(found)
+    }
+
     /// One aggregate's events after `after_seq` as a stream, a page at a time: for
     /// histories too long to hold at once.
     ///

@@ -39,7 +39,8 @@ impl fmt::Display for StreamErrorKind {
 pub type StreamError = Error<StreamErrorKind>;
 
 /// The configuration DESIGN requires: file storage, atomic batches, direct get, no
-/// deletes, no limits of any kind (events are forever), a 2-minute duplicate window.
+/// deletes, no limits of any kind (events are forever), and the duplicate window
+/// that idempotency rests on.
 pub(crate) fn desired_config(cfg: &StoreConfig) -> Value {
     json!({
         "name": cfg.stream,
@@ -64,7 +65,7 @@ pub(crate) fn desired_config(cfg: &StoreConfig) -> Value {
 
 /// Lists every setting in which `found` differs from what jetsource needs.
 pub(crate) fn differences(found: &Value, desired: &Value) -> Vec<String> {
-    const CHECKED: [&str; 13] = [
+    const CHECKED: [&str; 12] = [
         "subjects",
         "storage",
         "retention",
@@ -77,7 +78,6 @@ pub(crate) fn differences(found: &Value, desired: &Value) -> Vec<String> {
         "max_bytes",
         "max_msgs_per_subject",
         "allow_msg_ttl",
-        "duplicate_window",
     ];
     let defaults = json!({"allow_atomic": false, "allow_direct": false, "deny_delete": false,
         "allow_msg_ttl": false, "max_age": 0, "max_msgs": -1, "max_bytes": -1,
@@ -138,12 +138,42 @@ pub(crate) async fn ensure(
     };
     let differences = differences(&config, &desired);
     if differences.is_empty() {
-        Ok(())
+        widen_duplicate_window(js, cfg, config, &desired).await
     } else {
         Err(StreamError::new(StreamErrorKind::Incompatible {
             stream: cfg.stream.clone(),
             differences,
         }))
+    }
+}
+
+/// A stream made with a shorter duplicate window than idempotency needs gets the
+/// longer one (a setting the server changes in place); a longer one is kept.
+async fn widen_duplicate_window(
+    js: &async_nats::jetstream::Context,
+    cfg: &StoreConfig,
+    mut config: Value,
+    desired: &Value,
+) -> Result<(), StreamError> {
+    let found = config["duplicate_window"].as_u64().unwrap_or(0);
+    let need = desired["duplicate_window"].as_u64().unwrap_or(0);
+    if found >= need {
+        return Ok(());
+    }
+    config["duplicate_window"] = json!(need);
+    let updated: Value = js
+        .request(format!("STREAM.UPDATE.{}", cfg.stream), &config)
+        .await
+        .map_err(|e| StreamError::with_source(StreamErrorKind::Request, e))?;
+    match api_error(&updated) {
+        None => {
+            tracing::info!(stream = %cfg.stream, from_ns = found, to_ns = need, "duplicate window widened");
+            Ok(())
+        }
+        Some((_, description)) => Err(StreamError::with_source(
+            StreamErrorKind::Request,
+            description,
+        )),
     }
 }
 

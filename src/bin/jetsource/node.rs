@@ -6,7 +6,7 @@ use jetsource::domain::directory::DirectoryQueries;
 use jetsource::domain::views::{OfferQueries, OrganizationQueries};
 use jetsource::domain::{Organization, Person};
 use jetsource::nats_server::Durability;
-use jetsource::node::{IdempotencyConfig, Node, NodeConfig};
+use jetsource::node::{Node, NodeConfig};
 use jetsource::store::GroupCommitConfig;
 use jetsource::{EventStore, Repository, StoreConfig};
 use std::time::Duration;
@@ -22,7 +22,8 @@ pub(crate) struct Args {
     /// Replicas of the streams and buckets jetsource creates (3 in a cluster).
     #[arg(long, default_value_t = 1)]
     replicas: usize,
-    /// How long command acks are kept for idempotent retries, in seconds.
+    /// How long a command id is remembered for idempotent retries, in seconds (the
+    /// event stream's duplicate window; widened, never narrowed, on start).
     #[arg(long, default_value_t = 600)]
     idempotency_window: u64,
     /// Largest request body, in bytes.
@@ -48,17 +49,13 @@ pub(crate) async fn run(args: Args) -> Result<Outcome> {
             prefix: args.connection.prefix.clone(),
             replicas: args.replicas,
             group_commit: GroupCommitConfig::for_durability(args.durability),
+            duplicate_window: Duration::from_secs(args.idempotency_window),
             ..Default::default()
         },
     )
     .await?;
     let config = NodeConfig {
         max_body_bytes: args.max_body_bytes,
-        idempotency: IdempotencyConfig {
-            window: Duration::from_secs(args.idempotency_window),
-            replicas: args.replicas,
-            ..Default::default()
-        },
         ..Default::default()
     };
     let people = Repository::<Person>::with_snapshots(

@@ -1,7 +1,9 @@
 //! `jetsource up`: a local nats-server (found or provisioned; loopback; `safe`
 //! durability; data under the user's data dir) plus one node, the three projections
-//! and the hiring saga, each a child process logging to a file. Ctrl-C stops them
-//! all, the server last. `--demo` also runs the hiring story and exits.
+//! and the hiring saga, each a child process logging to a file (appended to, never
+//! truncated). A child that dies is restarted with backoff and the cause printed;
+//! Ctrl-C stops them all, the server last. One `up` per data dir: a lock file
+//! refuses a second. `--demo` also runs the hiring story and exits.
 
 use crate::{Outcome, Result};
 use jetsource::nats_server::{self, Durability};
@@ -31,6 +33,12 @@ pub(crate) struct Args {
 pub(crate) struct Running {
     name: String,
     child: Child,
+    program: PathBuf,
+    args: Vec<String>,
+    log: PathBuf,
+    /// Restarts so far in a row (reset once the child has run for a minute).
+    restarts: u32,
+    started: Instant,
 }
 
 impl Running {
@@ -51,6 +59,18 @@ impl Running {
         eprintln!("{} did not stop in 10 s: killing it", self.name);
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// Starts the same command again, logging to the same file.
+    fn respawn(&mut self) -> Result<()> {
+        self.child = start_child(&self.name, &self.program, &self.args, &self.log)?;
+        self.started = Instant::now();
+        Ok(())
+    }
+
+    /// How long to wait before restart number `restarts + 1`: 1 s doubling to 30 s.
+    fn backoff(&self) -> Duration {
+        Duration::from_secs((1u64 << self.restarts.min(5)).min(30))
     }
 }
 
@@ -75,19 +95,64 @@ fn free_port() -> Result<u16> {
         .port())
 }
 
-fn spawn(name: &str, program: &Path, args: &[&str], logs: &Path) -> Result<Running> {
-    let log = fs::File::create(logs.join(format!("{name}.log")))?;
-    let child = Command::new(program)
+fn start_child(name: &str, program: &Path, args: &[String], log: &Path) -> Result<Child> {
+    let log = fs::OpenOptions::new().create(true).append(true).open(log)?;
+    Ok(Command::new(program)
         .args(args)
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)
         .spawn()
-        .map_err(|e| format!("starting {name} ({}): {e}", program.display()))?;
+        .map_err(|e| format!("starting {name} ({}): {e}", program.display()))?)
+}
+
+fn spawn(name: &str, program: &Path, args: &[&str], logs: &Path) -> Result<Running> {
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let log = logs.join(format!("{name}.log"));
+    let child = start_child(name, program, &args, &log)?;
     Ok(Running {
         name: name.to_string(),
         child,
+        program: program.to_path_buf(),
+        args,
+        log,
+        restarts: 0,
+        started: Instant::now(),
     })
+}
+
+/// Holds the data dir for this `up` until it exits (an advisory lock the kernel
+/// drops with the process, kill -9 included): a second `up` on the same dir is
+/// refused with the holder's pid instead of sharing one JetStream store.
+fn lock_data_dir(data: &Path) -> Result<fs::File> {
+    use std::io::{Read, Seek, Write};
+    fs::create_dir_all(data)?;
+    let path = data.join("up.lock");
+    let mut file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&path)?;
+    if rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_err() {
+        let mut holder = String::new();
+        let _ = file.read_to_string(&mut holder);
+        let holder = holder.trim();
+        let holder = if holder.is_empty() {
+            "another process"
+        } else {
+            holder
+        };
+        return Err(format!(
+            "{} is in use by a running jetsource up ({holder}): stop it first, or pass another --data-dir",
+            data.display()
+        )
+        .into());
+    }
+    file.set_len(0)?;
+    file.rewind()?;
+    writeln!(file, "pid {}", std::process::id())?;
+    Ok(file)
 }
 
 pub(crate) async fn run(args: Args) -> Result<Outcome> {
@@ -110,6 +175,7 @@ pub(crate) async fn run(args: Args) -> Result<Outcome> {
         None if args.demo => free_port()?,
         None => 4222,
     };
+    let _lock = lock_data_dir(&data)?;
     if std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
         return Err(
             format!("port {port} on 127.0.0.1 is taken (another server?): pass --port").into(),
@@ -157,7 +223,7 @@ pub(crate) async fn run(args: Args) -> Result<Outcome> {
             "  {:<26} pid {:<7} log {}",
             r.name,
             r.child.id(),
-            logs.join(format!("{}.log", r.name)).display()
+            r.log.display()
         );
     }
     println!("  try: jetsource send organization.Register '{{\"id\":\"acme\",\"name\":\"Acme\"}}' --nats-url {url}");
@@ -177,15 +243,60 @@ pub(crate) async fn run(args: Args) -> Result<Outcome> {
     outcome
 }
 
-/// Waits for Ctrl-C/SIGTERM; a child that dies on its own is an error.
+/// Waits for Ctrl-C/SIGTERM, restarting any child that dies on its own (after a
+/// backoff, with the cause printed), like a supervisor.
 async fn supervise(running: &mut [Running]) -> Result<Outcome> {
     let mut tick = tokio::time::interval(Duration::from_millis(500));
+    let mut due: Vec<Option<Instant>> = vec![None; running.len()];
     loop {
         tokio::select! {
             _ = crate::wait_for_signal() => return Ok(Outcome::Done),
-            _ = tick.tick() => check(running)?,
+            _ = tick.tick() => {}
+        }
+        for (r, due) in running.iter_mut().zip(due.iter_mut()) {
+            match due {
+                Some(at) if Instant::now() >= *at => {
+                    *due = None;
+                    match r.respawn() {
+                        Ok(()) => println!("{} restarted, pid {}", r.name, r.child.id()),
+                        Err(e) => {
+                            eprintln!("{} could not be restarted: {e}", r.name);
+                            r.restarts += 1;
+                            *due = Some(Instant::now() + r.backoff());
+                        }
+                    }
+                }
+                Some(_) => {}
+                None => {
+                    if let Ok(Some(status)) = r.child.try_wait() {
+                        if r.started.elapsed() > Duration::from_secs(60) {
+                            r.restarts = 0;
+                        }
+                        let wait = r.backoff();
+                        r.restarts += 1;
+                        eprintln!(
+                            "{} exited ({status}); restarting it in {} s. Its log ends:\n{}",
+                            r.name,
+                            wait.as_secs(),
+                            log_tail(&r.log, 5)
+                        );
+                        *due = Some(Instant::now() + wait);
+                    }
+                }
+            }
         }
     }
+}
+
+/// The last `lines` lines of a log file, indented.
+fn log_tail(path: &Path, lines: usize) -> String {
+    let text = fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..]
+        .iter()
+        .map(|l| format!("    {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// An error naming the first child that exited.
