@@ -1,5 +1,6 @@
 //! What projections and sagas share about reading `EVENTS` with a durable consumer:
-//! a checkpoint in KV `checkpoints` moved only by compare-and-set, a consumer that
+//! a saga's checkpoint in KV `checkpoints` moved only by compare-and-set (a
+//! projection's lives beside its rows, see `projection::storage`), a consumer that
 //! is merely a cursor started right after it, events read off messages, and
 //! poison events parked in stream `DLQ`.
 
@@ -68,23 +69,30 @@ pub(crate) struct Superseded(pub(crate) String);
 impl Checkpoint {
     pub(crate) async fn load(store: &EventStore, key: &str) -> Result<Checkpoint, JetStreamError> {
         let bucket = bucket(store.jetstream(), CHECKPOINTS, store.config().replicas).await?;
-        let (value, revision) = match bucket.entry(key).await.map_err(js_err)? {
+        let mut checkpoint = Checkpoint {
+            bucket,
+            key: key.to_string(),
+            value: 0,
+            revision: 0,
+        };
+        checkpoint.reload().await?;
+        Ok(checkpoint)
+    }
+
+    pub(crate) fn value(&self) -> u64 {
+        self.value
+    }
+
+    /// Reads the checkpoint again, as another writer may have left it.
+    pub(crate) async fn reload(&mut self) -> Result<(), JetStreamError> {
+        (self.value, self.revision) = match self.bucket.entry(&self.key).await.map_err(js_err)? {
             Some(entry) => (
                 String::from_utf8_lossy(&entry.value).parse().unwrap_or(0),
                 entry.revision,
             ),
             None => (0, 0),
         };
-        Ok(Checkpoint {
-            bucket,
-            key: key.to_string(),
-            value,
-            revision,
-        })
-    }
-
-    pub(crate) fn value(&self) -> u64 {
-        self.value
+        Ok(())
     }
 
     /// Moves the checkpoint forward to `to` (never back), by compare-and-set.
@@ -237,12 +245,31 @@ pub(crate) async fn park(
     seq: u64,
     reason: &str,
 ) -> Result<(), JetStreamError> {
+    let empty = async_nats::HeaderMap::new();
+    let headers = m.headers.as_ref().unwrap_or(&empty);
+    park_parts(
+        store, consumer, headers, &m.subject, &m.payload, seq, reason,
+    )
+    .await
+}
+
+/// Parks an event given as its headers, subject and body (see [`park`]).
+pub(crate) async fn park_parts(
+    store: &EventStore,
+    consumer: &str,
+    event_headers: &async_nats::HeaderMap,
+    event_subject: &str,
+    payload: &bytes::Bytes,
+    seq: u64,
+    reason: &str,
+) -> Result<(), JetStreamError> {
     // The parked copy keeps the event's own headers but none of the NATS control
-    // headers (a Nats-Msg-Id would make the server drop it as a duplicate).
+    // headers (a Nats-Msg-Id would make the server drop it as a duplicate) nor an
+    // earlier parking's.
     let mut headers = async_nats::HeaderMap::new();
-    for (name, values) in m.headers.iter().flat_map(|h| h.iter()) {
+    for (name, values) in event_headers.iter() {
         let name: &str = name.as_ref();
-        if !name.starts_with("Nats-") {
+        if !name.starts_with("Nats-") && !name.starts_with("Jetsource-Dlq-") {
             for v in values {
                 headers.append(name, v.as_str());
             }
@@ -250,7 +277,7 @@ pub(crate) async fn park(
     }
     headers.insert("Jetsource-Dlq-Consumer", consumer);
     headers.insert("Jetsource-Dlq-Seq", seq.to_string().as_str());
-    headers.insert("Jetsource-Dlq-Subject", m.subject.as_str());
+    headers.insert("Jetsource-Dlq-Subject", event_subject);
     headers.insert(
         "Jetsource-Dlq-Error",
         reason.replace(['\r', '\n'], " ").as_str(),
@@ -258,7 +285,7 @@ pub(crate) async fn park(
     let subject = format!("{}dlq.{consumer}", store.subjects().prefix());
     store
         .jetstream()
-        .publish_with_headers(subject, headers, m.payload.clone())
+        .publish_with_headers(subject, headers, payload.clone())
         .await
         .map_err(js_err)?
         .await

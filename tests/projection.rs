@@ -152,10 +152,10 @@ async fn replaying_every_event_over_an_existing_view_changes_nothing() {
         .unwrap();
     store
         .jetstream()
-        .get_key_value("checkpoints")
+        .get_key_value("view_person_directory")
         .await
         .unwrap()
-        .purge("proj_person_directory")
+        .purge(jetsource::projection::storage::CHECKPOINT_KEY)
         .await
         .unwrap();
     let mut again = ProjectionRunner::new(
@@ -326,17 +326,34 @@ async fn a_parked_event_retried_after_a_fix_is_applied_once() {
         ),
         ("proj_picky", 2, "PersonRegistered")
     );
+    // Retried while a projection that still cannot apply it runs: parked again,
+    // with nothing rewound and the runner going on.
+    let mut running = ProjectionRunner::new(
+        store.clone(),
+        Picky,
+        RunnerConfig {
+            max_deliver: 1,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
     dlq::retry(&store, parked[0].dlq_seq).await.unwrap();
     assert!(dlq::list(&store).await.unwrap().is_empty());
+    running.step().await.unwrap();
+    assert_eq!(running.checkpoint(), 3, "nothing rewound");
+    let parked = dlq::list(&store).await.unwrap();
+    assert_eq!(parked.len(), 1, "parked again");
+    assert_eq!(parked[0].seq, 2);
+    drop(running);
+
+    // Retried once the projection is fixed: applied where the view stands.
     let mut fixed = ProjectionRunner::new(store.clone(), Tolerant, RunnerConfig::default())
         .await
         .unwrap();
-    assert_eq!(
-        fixed.checkpoint(),
-        1,
-        "rewound to just before the parked event"
-    );
-    catch_up(&mut fixed, &store).await;
+    dlq::retry(&store, parked[0].dlq_seq).await.unwrap();
+    fixed.step().await.unwrap();
+    assert_eq!(fixed.checkpoint(), 3, "nothing rewound");
     let view = view_rows(&store, "view_picky").await;
     assert_eq!(
         view["person.b"]["value"]["name"], "poison",
@@ -346,6 +363,12 @@ async fn a_parked_event_retried_after_a_fix_is_applied_once() {
     // A row a later event already wrote keeps its value: a retry applies a parked
     // event only where nothing after it wrote (so this counter stays at 2).
     assert_eq!(view["PersonRegistered"]["value"], 2, "{view:?}");
+    let mut dlq_stream = store.jetstream().get_stream("DLQ").await.unwrap();
+    assert_eq!(
+        dlq_stream.info().await.unwrap().state.messages,
+        0,
+        "the retry request is gone once applied"
+    );
     assert!(!dlq::discard(&store, 999).await.unwrap());
 }
 
@@ -514,4 +537,72 @@ async fn one_accepted_command_halts_a_projection_forever() {
         .await;
     assert!(reasons[0].contains("no valid KV key"), "{reasons:?}");
     assert!(reasons[1].contains("bytes, more than"), "{reasons:?}");
+}
+
+/// Finding: two instances of one projection active at once (a paused holder
+/// waking after a standby took over) both wrote, leaving stale rows. Each commit
+/// is now fenced on the checkpoint: a runner whose view of it is stale has its
+/// whole batch refused, goes on from the checkpoint as it stands, and the view
+/// ends equal to a fresh rebuild.
+#[tokio::test]
+async fn two_projection_instances_become_active_at_once() {
+    let (_server, store, people) = setup().await;
+    let config = RunnerConfig {
+        batch: 20,
+        ..Default::default()
+    };
+    let mut a = ProjectionRunner::new(store.clone(), PersonDirectory, config.clone())
+        .await
+        .unwrap();
+    let mut b = ProjectionRunner::new(store.clone(), PersonDirectory, config)
+        .await
+        .unwrap();
+    let mut refused = 0;
+    for round in 0..20 {
+        for i in 0..10 {
+            let id = format!("p{round}-{i}");
+            register(&people, &id, "N", &format!("{id}@a.org")).await;
+            people
+                .execute(
+                    &id,
+                    &PersonCommand::ChangeEmail {
+                        email: format!("{id}@b.org"),
+                    },
+                    &Metadata::default(),
+                )
+                .await
+                .unwrap();
+        }
+        // Both step: whichever committed second was working from a stale checkpoint.
+        // (They share one durable consumer, which each recreates on resuming, so
+        // a fetch may also find it gone: that is a transient error too.)
+        for runner in [&mut a, &mut b] {
+            match runner.step().await {
+                Ok(_) => {}
+                Err(e @ RunnerError::Superseded(_)) => {
+                    refused += 1;
+                    assert!(e.to_string().contains("refused whole"), "{e}");
+                    runner.resume().await.unwrap();
+                }
+                Err(RunnerError::JetStream(_)) => runner.resume().await.unwrap(),
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+    assert!(
+        refused > 0,
+        "the second writer was fenced off at least once"
+    );
+    catch_up(&mut a, &store).await;
+    let survived = view_rows(&store, "view_person_directory").await;
+    store
+        .jetstream()
+        .delete_key_value("view_person_directory")
+        .await
+        .unwrap();
+    let mut fresh = ProjectionRunner::new(store.clone(), PersonDirectory, RunnerConfig::default())
+        .await
+        .unwrap();
+    catch_up(&mut fresh, &store).await;
+    assert_eq!(survived, view_rows(&store, "view_person_directory").await);
 }

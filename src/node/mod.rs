@@ -500,10 +500,10 @@ async fn view_reply(
     msg: &async_nats::Message,
 ) -> Result<Bytes, Rejection> {
     let fields = request::object(msg, context.config.max_body_bytes)?;
-    let (version, rows) = served.rows().await?;
+    let (_, rows) = served.rows().await?;
     if let Some(min_seq) = request::min_seq(msg)? {
         served
-            .wait_for(version, min_seq, context.config.min_seq_wait)
+            .wait_for(&rows, min_seq, context.config.min_seq_wait)
             .await?;
     }
     let value = served.queries.answer(&rows, query, fields).await?;

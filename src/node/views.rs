@@ -3,7 +3,7 @@
 //! until the projection's checkpoint has reached that sequence.
 
 use super::reply::{Rejection, Status};
-use crate::projection::versions;
+use crate::projection::{storage, versions};
 use async_nats::jetstream::context::CreateKeyValueError;
 use async_nats::jetstream::kv;
 use futures::future::BoxFuture;
@@ -59,10 +59,14 @@ fn unavailable(e: impl std::fmt::Display) -> Rejection {
 impl Rows {
     /// A row's value (`None` if absent or deleted).
     pub async fn get(&self, key: &str) -> Result<Option<Value>, Rejection> {
+        if !storage::is_row_key(key) {
+            return Ok(None);
+        }
         let Some(bytes) = self.kv.get(key).await.map_err(unavailable)? else {
             return Ok(None);
         };
-        let row: crate::projection::Row = serde_json::from_slice(&bytes).map_err(unavailable)?;
+        let row = storage::decode_row(&bytes)
+            .ok_or_else(|| unavailable(format!("row {key} is not a stored row")))?;
         Ok(row.value)
     }
 
@@ -73,7 +77,7 @@ impl Rows {
         let mut wanted = Vec::new();
         while let Some(key) = keys.next().await {
             let key = key.map_err(unavailable)?;
-            if key.starts_with(prefix) {
+            if key.starts_with(prefix) && storage::is_row_key(&key) {
                 wanted.push(key);
             }
         }
@@ -94,7 +98,6 @@ pub(crate) struct Served {
     active: Arc<AtomicU32>,
     /// The rows of the version last opened.
     current: tokio::sync::RwLock<(u32, Rows)>,
-    checkpoints: kv::Store,
     watcher: tokio::task::JoinHandle<()>,
 }
 
@@ -147,19 +150,12 @@ impl Served {
         let rows = Rows {
             kv: open_bucket(&js, versions::bucket_name(projection, version), replicas).await?,
         };
-        let checkpoints = open_bucket(
-            &js,
-            crate::projection::runner::CHECKPOINTS.to_string(),
-            replicas,
-        )
-        .await?;
         Ok(Served {
             queries,
             js,
             replicas,
             active,
             current: tokio::sync::RwLock::new((version, rows)),
-            checkpoints,
             watcher,
         })
     }
@@ -183,23 +179,20 @@ impl Served {
         Ok((active, rows))
     }
 
-    /// Waits until the active version has applied `min_seq`, or answers 503.
+    /// Waits until the view whose rows are `rows` has applied `min_seq` (its
+    /// checkpoint lives beside its rows), or answers 503.
     pub(crate) async fn wait_for(
         &self,
-        version: u32,
+        rows: &Rows,
         min_seq: u64,
         timeout: Duration,
     ) -> Result<(), Rejection> {
-        let key = versions::consumer_name(self.queries.projection(), version);
         let deadline = Instant::now() + timeout;
         loop {
-            let applied = self
-                .checkpoints
-                .get(&key)
+            let applied = storage::read_checkpoint(&rows.kv)
                 .await
                 .map_err(unavailable)?
-                .and_then(|b| String::from_utf8_lossy(&b).parse::<u64>().ok())
-                .unwrap_or(0);
+                .value;
             if applied >= min_seq {
                 return Ok(());
             }

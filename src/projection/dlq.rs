@@ -1,9 +1,13 @@
 //! Parked events in stream `DLQ`: list, show, retry, discard.
 //!
-//! Retrying rewinds the consumer's checkpoint to just before the parked event and
-//! removes the consumer, so the projection (once restarted; a running one notices
-//! the checkpoint move and stops) applies it again and replays what followed.
-//! Replays change nothing a later event already wrote, so this is safe.
+//! Retrying a projection's event hands it to the projection where it stands: the
+//! event moves to `dlq.retry.<consumer>`, and the running projection (or the next
+//! one to start) applies it on its next idle step, after everything it has applied
+//! since, and drops it (or parks it again with the new error). Nothing is rewound,
+//! so the running instance goes on undisturbed; a row a later event wrote keeps
+//! that event's value. Retrying a saga's event rewinds the saga's checkpoint to
+//! just before it; the running saga picks the rewind up and handles the events
+//! again (an instance skips what it has already handled).
 
 use super::runner::{CHECKPOINTS, DLQ};
 use crate::store::EventStore;
@@ -65,6 +69,9 @@ pub async fn get(store: &EventStore, dlq_seq: u64) -> Result<Option<Parked>, Dlq
     let Ok(raw) = stream.get_raw_message(dlq_seq).await else {
         return Ok(None);
     };
+    if raw.subject.starts_with(&retry_prefix(store)) {
+        return Ok(None); // Handed back already: its projection owns it now.
+    }
     let h = raw.headers;
     let text = |name: &str| {
         h.get(name)
@@ -109,12 +116,42 @@ pub async fn discard(store: &EventStore, dlq_seq: u64) -> Result<bool, DlqError>
     Ok(stream.delete_message(dlq_seq).await.is_ok())
 }
 
-/// Sends a parked event back to its projection (see the module docs) and drops it
-/// from `DLQ`.
+fn retry_prefix(store: &EventStore) -> String {
+    format!("{}dlq.retry.", store.subjects().prefix())
+}
+
+/// Where a retried event of projection consumer `consumer` waits for it.
+///
+/// ```no_run
+/// # fn demo(store: jetsource::EventStore) {
+/// assert_eq!(jetsource::projection::dlq::retry_subject(&store, "proj_offers"), "dlq.retry.proj_offers");
+/// # }
+/// ```
+pub fn retry_subject(store: &EventStore, consumer: &str) -> String {
+    format!("{}{consumer}", retry_prefix(store))
+}
+
+/// Sends a parked event back to its projection or saga (see the module docs) and
+/// drops it from `DLQ`.
 pub async fn retry(store: &EventStore, dlq_seq: u64) -> Result<Parked, DlqError> {
     let parked = get(store, dlq_seq)
         .await?
         .ok_or_else(|| DlqError(format!("no parked event at DLQ sequence {dlq_seq}")))?;
+    if super::versions::bucket_of_consumer(&parked.consumer).is_some() {
+        store
+            .jetstream()
+            .publish_with_headers(
+                retry_subject(store, &parked.consumer),
+                parked.headers.clone(),
+                parked.payload.clone(),
+            )
+            .await
+            .map_err(err)?
+            .await
+            .map_err(err)?;
+        discard(store, dlq_seq).await?;
+        return Ok(parked);
+    }
     let checkpoints = store
         .jetstream()
         .get_key_value(CHECKPOINTS)

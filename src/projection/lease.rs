@@ -9,6 +9,8 @@
 
 use crate::store::EventStore;
 use async_nats::jetstream::kv;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 
@@ -20,6 +22,8 @@ pub const BUCKET: &str = "leases";
 pub struct Lease {
     kv: kv::Store,
     key: String,
+    /// The key's revision as this holder last wrote it.
+    revision: Arc<AtomicU64>,
     lost: watch::Receiver<bool>,
     renewer: tokio::task::JoinHandle<()>,
 }
@@ -52,17 +56,19 @@ impl Lease {
         };
         tracing::info!(key, "lease acquired");
         let (lost_tx, lost) = watch::channel(false);
+        let revision = Arc::new(AtomicU64::new(revision));
         let renewer = tokio::spawn(renew(
             kv.clone(),
             key.to_string(),
             holder,
-            revision,
+            revision.clone(),
             ttl,
             lost_tx,
         ));
         Ok(Lease {
             kv,
             key: key.to_string(),
+            revision,
             lost,
             renewer,
         })
@@ -73,10 +79,16 @@ impl Lease {
         self.lost.clone()
     }
 
-    /// Gives the lease up at once, so a standby need not wait for the TTL.
+    /// Gives the lease up at once, so a standby need not wait for the TTL. Only
+    /// the key as this holder last wrote it is deleted: a lease lost to another
+    /// instance stays that instance's (deleting it let the two swap for ever).
     pub async fn release(self) {
         self.renewer.abort();
-        let _ = self.kv.delete(&self.key).await;
+        let revision = self.revision.load(Ordering::SeqCst);
+        let _ = self
+            .kv
+            .delete_expect_revision(&self.key, Some(revision))
+            .await;
     }
 }
 
@@ -89,12 +101,13 @@ async fn renew(
     kv: kv::Store,
     key: String,
     holder: String,
-    mut revision: u64,
+    shared: Arc<AtomicU64>,
     ttl: Duration,
     lost: watch::Sender<bool>,
 ) {
     let mut renewed = tokio::time::Instant::now();
     let mut wait = ttl / 3;
+    let mut revision = shared.load(Ordering::SeqCst);
     loop {
         tokio::time::sleep(wait).await;
         let outcome = kv
@@ -103,6 +116,7 @@ async fn renew(
         let error = match outcome {
             Ok(r) => {
                 (revision, renewed, wait) = (r, tokio::time::Instant::now(), ttl / 3);
+                shared.store(r, Ordering::SeqCst);
                 continue;
             }
             Err(e) => e,
@@ -114,6 +128,7 @@ async fn renew(
                 // Still ours (a renewal that timed out may have landed): renew
                 // from its revision straight away.
                 (revision, wait) = (entry.revision, Duration::from_millis(100));
+                shared.store(revision, Ordering::SeqCst);
                 continue;
             }
             Ok(_) => true,

@@ -11,6 +11,7 @@
 //! - [`dlq`]: listing, showing, retrying and discarding parked events.
 //! - [`rebuild`]: building the next version while the active one answers.
 //! - [`versions`]: which version of a view queries read; rebuilds fill the next.
+//! - [`storage`]: rows and checkpoint in one bucket, committed as one atomic batch.
 //! - [`status`]: checkpoint, lag, redeliveries and parked events per consumer.
 
 pub mod dlq;
@@ -18,6 +19,7 @@ pub mod lease;
 pub mod rebuild;
 pub mod runner;
 pub mod status;
+pub mod storage;
 pub mod versions;
 
 pub use runner::{PoisonPolicy, ProjectionRunner, RunnerConfig, RunnerError};
@@ -139,33 +141,38 @@ impl View {
         }
     }
 
-    /// Why the current event's writes cannot be stored, if they cannot: a key the
-    /// bucket refuses, or a row larger than `max_row_bytes`. The runner treats it
-    /// like a failed event (retried, then parked), so it never stalls on a write.
-    fn unstorable(&self, max_row_bytes: usize) -> Option<String> {
+    /// The bytes the current event's writes take, or why they cannot be stored: a
+    /// key the bucket refuses, or a row larger than `max_row_bytes`. The runner
+    /// treats the latter like a failed event (retried, then parked), so it never
+    /// stalls on a write.
+    fn written_bytes(&self, max_row_bytes: usize) -> Result<usize, String> {
+        let mut total = 0;
         for (key, _) in &self.undo {
             let shown: String = key.chars().take(80).collect();
             if key.len() > MAX_KEY_BYTES {
-                return Some(format!(
+                return Err(format!(
                     "row key {shown:?}... is {} bytes (at most {MAX_KEY_BYTES})",
                     key.len()
                 ));
             }
+            if !storage::is_row_key(key) {
+                return Err(format!("row key {shown:?} is reserved for jetsource"));
+            }
             if let Err(reason) = crate::subjects::validate_kv_key(key) {
-                return Some(format!("row key {shown:?} is no valid KV key: it {reason}"));
+                return Err(format!("row key {shown:?} is no valid KV key: it {reason}"));
             }
             let size = self
                 .changed
                 .get(key)
-                .and_then(|row| serde_json::to_vec(row).ok())
-                .map_or(0, |bytes| bytes.len());
+                .map_or(0, |row| storage::encode_row(row).len());
             if size > max_row_bytes {
-                return Some(format!(
+                return Err(format!(
                     "row {shown} is {size} bytes, more than the {max_row_bytes} a row may take"
                 ));
             }
+            total += size + key.len();
         }
-        None
+        Ok(total)
     }
 
     /// Starts applying the event at `seq`.

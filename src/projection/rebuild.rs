@@ -2,7 +2,7 @@
 //! into its own bucket while the active one keeps answering, and queries switch
 //! to it only once it has caught up.
 
-use super::runner::{ProjectionRunner, RunnerConfig, RunnerError, CHECKPOINTS};
+use super::runner::{ProjectionRunner, RunnerConfig, RunnerError};
 use super::{versions, Projection};
 use crate::store::EventStore;
 
@@ -57,9 +57,6 @@ impl<P: Projection> Rebuild<P> {
         let _ = js
             .delete_key_value(versions::bucket_name(&name, version))
             .await;
-        if let Ok(checkpoints) = js.get_key_value(CHECKPOINTS).await {
-            let _ = checkpoints.purge(&consumer).await;
-        }
         let runner = ProjectionRunner::new(
             store.clone(),
             projection,

@@ -1,17 +1,20 @@
 //! Runs one projection: durable consumer `proj_<name>` -> rows in `view_<name>`.
 //!
 //! Each step fetches a batch, applies it in memory (loading the rows it touches in
-//! parallel bursts), writes the changed rows (coalesced: one write per row per
-//! batch) and then the checkpoint, and acks the batch with one ack (`AckPolicy::All`).
-//! Catch-up is bounded by batches, not by one KV round trip per event. An event at
-//! or below the checkpoint is skipped, and a row written by an event is never
-//! rewritten by that event or an older one, so redelivery changes nothing.
+//! parallel bursts), and commits the changed rows (coalesced: one write per row per
+//! batch) together with the checkpoint as one atomic batch into the view's bucket
+//! (see [`storage`]): all or nothing, and refused whole if another
+//! instance committed meanwhile. Then it acks the batch with one ack
+//! (`AckPolicy::All`). Catch-up is bounded by batches, not by one KV round trip per
+//! event. An event at or below the checkpoint is skipped, so redelivery changes
+//! nothing.
 //! An event that fails `max_deliver` times is parked in stream `DLQ`
 //! (`dlq.proj_<name>`, with the error and its original sequence) and the runner
 //! goes on or stops, by [`PoisonPolicy`].
 
-use super::{ApplyError, Projection, Row, View};
-use crate::consumer::{self, Checkpoint, JetStreamError, Superseded};
+use super::storage::{self, CommitError, MAX_COMMIT_BYTES, MAX_ROWS_PER_COMMIT};
+use super::{ApplyError, Projection, View};
+use crate::consumer::{self, JetStreamError};
 use crate::store::envelope::RecordedEvent;
 use crate::store::EventStore;
 use async_nats::jetstream::consumer::pull;
@@ -77,8 +80,9 @@ pub enum RunnerError {
         /// Why it failed.
         reason: String,
     },
-    /// Another runner moved the checkpoint: this one must not write.
-    #[error("checkpoint of {0} moved under this runner: another instance is active")]
+    /// Another runner committed meanwhile: this batch was refused whole, and the
+    /// runner goes on from the checkpoint as it now stands.
+    #[error("{0}")]
     Superseded(String),
 }
 
@@ -92,10 +96,21 @@ impl From<JetStreamError> for RunnerError {
     }
 }
 
-impl From<Superseded> for RunnerError {
-    fn from(e: Superseded) -> Self {
-        RunnerError::Superseded(e.0)
+impl From<CommitError> for RunnerError {
+    fn from(e: CommitError) -> Self {
+        match e {
+            CommitError::Fenced(_) => RunnerError::Superseded(e.to_string()),
+            CommitError::Failed { .. } => RunnerError::JetStream(e.to_string()),
+        }
     }
+}
+
+/// Where [`ProjectionRunner::apply`] cut a batch short.
+enum Cut {
+    /// The event at this index failed (retried, then parked).
+    Failed(usize, String),
+    /// The rows up to this index fill one commit; it and the rest come again.
+    Full(usize),
 }
 
 /// One projection's runner.
@@ -105,7 +120,7 @@ pub struct ProjectionRunner<P: Projection> {
     config: RunnerConfig,
     consumer: jetstream::consumer::Consumer<pull::Config>,
     rows: kv::Store,
-    checkpoint: Checkpoint,
+    checkpoint: storage::Checkpoint,
     /// The last step found nothing: the next one first notes the stream's end.
     idle: bool,
 }
@@ -114,7 +129,7 @@ impl<P: Projection> std::fmt::Debug for ProjectionRunner<P> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ProjectionRunner")
             .field("projection", &self.projection.name())
-            .field("checkpoint", &self.checkpoint.value())
+            .field("checkpoint", &self.checkpoint.value)
             .finish()
     }
 }
@@ -144,16 +159,20 @@ impl<P: Projection> consumer::Stepping for ProjectionRunner<P> {
     }
 
     fn is_transient(error: &RunnerError) -> bool {
-        matches!(error, RunnerError::JetStream(_))
+        // Fenced off: nothing was written; go on from the checkpoint as it stands.
+        matches!(
+            error,
+            RunnerError::JetStream(_) | RunnerError::Superseded(_)
+        )
     }
 
     async fn restart(&mut self) -> Result<(), RunnerError> {
-        let checkpoint = self.checkpoint.value();
+        self.checkpoint = storage::read_checkpoint(&self.rows).await?;
         self.consumer = cursor(
             &self.store,
             self.projection.as_ref(),
             &self.config,
-            checkpoint,
+            self.checkpoint.value,
         )
         .await?;
         Ok(())
@@ -165,7 +184,7 @@ impl<P: Projection> consumer::Stepping for ProjectionRunner<P> {
 }
 
 impl<P: Projection> ProjectionRunner<P> {
-    /// Ensures the consumer, the view bucket, `checkpoints` and `DLQ`, and reads the checkpoint.
+    /// Ensures the consumer, the view bucket and `DLQ`, and reads the checkpoint.
     pub async fn new(
         store: EventStore,
         projection: P,
@@ -174,16 +193,15 @@ impl<P: Projection> ProjectionRunner<P> {
         let js = store.jetstream().clone();
         let name = projection.name().to_string();
         let replicas = store.config().replicas;
-        let rows = consumer::bucket(
+        let rows = storage::open(
             &js,
             &super::versions::bucket_name(&name, config.version),
             replicas,
         )
         .await?;
         consumer::ensure_dlq(&store).await?;
-        let consumer_name = super::versions::consumer_name(&name, config.version);
-        let checkpoint = Checkpoint::load(&store, &consumer_name).await?;
-        let consumer = cursor(&store, &projection, &config, checkpoint.value()).await?;
+        let checkpoint = storage::read_checkpoint(&rows).await?;
+        let consumer = cursor(&store, &projection, &config, checkpoint.value).await?;
         Ok(ProjectionRunner {
             store,
             projection: Arc::new(projection),
@@ -200,13 +218,19 @@ impl<P: Projection> ProjectionRunner<P> {
         super::versions::consumer_name(self.projection.name(), self.config.version)
     }
 
-    /// The last stream sequence fully applied.
-    pub fn checkpoint(&self) -> u64 {
-        self.checkpoint.value()
+    /// Starts the consumer afresh right after the checkpoint as stored (what
+    /// [`run`](Self::run) does after a transient error or a fenced commit).
+    pub async fn resume(&mut self) -> Result<(), RunnerError> {
+        consumer::Stepping::restart(self).await
     }
 
-    /// Runs until `stop` turns true, riding out server outages; ends early only when
-    /// another instance took over or the poison policy says stop.
+    /// The last stream sequence fully applied.
+    pub fn checkpoint(&self) -> u64 {
+        self.checkpoint.value
+    }
+
+    /// Runs until `stop` turns true, riding out server outages and commits fenced
+    /// off by another instance; ends early only when the poison policy says stop.
     pub async fn run(
         mut self,
         stop: tokio::sync::watch::Receiver<bool>,
@@ -242,6 +266,7 @@ impl<P: Projection> ProjectionRunner<P> {
         if messages.is_empty() {
             if let Some(end) = stream_end {
                 self.commit(View::default(), Some(end)).await?;
+                self.apply_retries().await?;
             }
             return Ok(0);
         }
@@ -249,9 +274,9 @@ impl<P: Projection> ProjectionRunner<P> {
             .iter()
             .map(|m| consumer::recorded_event(&self.store, m))
             .collect();
-        let (view, stopped_at) = self.apply(&events).await?;
-        let applied_up_to = match stopped_at {
-            Some((i, _)) => i,
+        let (view, cut) = self.apply(&events, self.checkpoint.value).await?;
+        let applied_up_to = match &cut {
+            Some(Cut::Failed(i, _) | Cut::Full(i)) => *i,
             None => events.len(),
         };
         let last_good = events[..applied_up_to].iter().map(|(seq, _)| *seq).max();
@@ -259,7 +284,13 @@ impl<P: Projection> ProjectionRunner<P> {
         if let Some(i) = applied_up_to.checked_sub(1) {
             messages[i].ack().await.map_err(js_err)?;
         }
-        if let Some((i, reason)) = stopped_at {
+        if let Some(Cut::Full(i)) = cut {
+            // The rest did not fit one commit: they come again, first in line.
+            for m in &messages[i..] {
+                m.ack_with(AckKind::Nak(None)).await.map_err(js_err)?;
+            }
+        }
+        if let Some(Cut::Failed(i, reason)) = cut {
             let (seq, _) = &events[i];
             let delivered = messages[i].info().map(|info| info.delivered).unwrap_or(1);
             if delivered >= self.config.max_deliver {
@@ -288,11 +319,14 @@ impl<P: Projection> ProjectionRunner<P> {
 
     /// Applies the batch in memory. A pass that needs rows not loaded yet records
     /// them, they are loaded together, and the pass runs again. Returns the view
-    /// and, if an event failed, its index and error.
+    /// and where the batch was cut short, if it was: at an event that failed, or
+    /// at the first event whose rows no longer fit one commit. Events at or below
+    /// `skip_up_to` are applied already.
     async fn apply(
         &self,
         events: &[(u64, Result<RecordedEvent, String>)],
-    ) -> Result<(View, Option<(usize, String)>), RunnerError> {
+        skip_up_to: u64,
+    ) -> Result<(View, Option<Cut>), RunnerError> {
         // Room for the KV write's own headers.
         let max_row_bytes = self.store.max_payload().saturating_sub(1024);
         let mut loaded = HashMap::new();
@@ -302,9 +336,10 @@ impl<P: Projection> ProjectionRunner<P> {
                 ..View::default()
             };
             let mut missing = HashSet::new();
-            let mut failed = None;
+            let mut cut = None;
+            let (mut applied, mut bytes) = (0, 0);
             for (i, (seq, event)) in events.iter().enumerate() {
-                if *seq <= self.checkpoint.value() {
+                if *seq <= skip_up_to {
                     continue;
                 }
                 view.begin(*seq);
@@ -312,31 +347,49 @@ impl<P: Projection> ProjectionRunner<P> {
                     Ok(event) => self.projection.apply(&mut view, event),
                     Err(reason) => Err(ApplyError::Failed(format!("unreadable event: {reason}"))),
                 };
-                let result = result.and_then(|()| match view.unstorable(max_row_bytes) {
-                    Some(reason) => Err(ApplyError::Failed(reason)),
-                    None => Ok(()),
+                let written = result.and_then(|()| {
+                    view.written_bytes(max_row_bytes)
+                        .map_err(ApplyError::Failed)
                 });
-                match result {
-                    Ok(()) => {}
+                match written {
+                    Ok(written) => {
+                        bytes += written;
+                        let full =
+                            view.changed.len() > MAX_ROWS_PER_COMMIT || bytes > MAX_COMMIT_BYTES;
+                        if full && applied == 0 {
+                            view.rollback();
+                            let reason = format!(
+                                "writes more than one commit holds ({MAX_ROWS_PER_COMMIT} rows, {MAX_COMMIT_BYTES} bytes)"
+                            );
+                            cut = Some(Cut::Failed(i, reason));
+                            break;
+                        }
+                        if full {
+                            view.rollback();
+                            cut = Some(Cut::Full(i));
+                            break;
+                        }
+                        applied += 1;
+                    }
                     Err(ApplyError::Missing(key)) => {
                         view.rollback();
                         missing.insert(key);
                     }
                     Err(ApplyError::Failed(reason)) => {
                         view.rollback();
-                        failed = Some((i, reason));
+                        cut = Some(Cut::Failed(i, reason));
                         break;
                     }
                 }
             }
             if missing.is_empty() {
-                return Ok((view, failed));
+                return Ok((view, cut));
             }
             loaded = view.loaded;
             let fetched = futures::stream::iter(missing)
                 .map(|key| async move {
                     let row = self.rows.get(&key).await.map_err(js_err)?;
-                    let row = row.and_then(|bytes| serde_json::from_slice::<Row>(&bytes).ok());
+                    let row = row.and_then(|bytes| storage::decode_row(&bytes));
                     Ok::<_, RunnerError>((key, row))
                 })
                 .buffer_unordered(self.config.write_concurrency)
@@ -349,24 +402,86 @@ impl<P: Projection> ProjectionRunner<P> {
         }
     }
 
-    /// Writes the changed rows, then the checkpoint (compare-and-set, so a second
-    /// runner of the same projection is caught instead of interleaving).
-    async fn commit(&mut self, view: View, checkpoint: Option<u64>) -> Result<(), RunnerError> {
-        let rows = self.rows.clone();
-        let writes = futures::stream::iter(view.changed)
-            .map(|(key, row)| {
-                let rows = rows.clone();
-                async move {
-                    let bytes = serde_json::to_vec(&row).expect("a row serializes");
-                    rows.put(key, bytes.into()).await.map_err(js_err)
-                }
-            })
-            .buffer_unordered(self.config.write_concurrency)
-            .collect::<Vec<_>>()
-            .await;
-        writes.into_iter().collect::<Result<Vec<_>, _>>()?;
-        if let Some(checkpoint) = checkpoint {
-            self.checkpoint.advance(checkpoint).await?;
+    /// Commits the changed rows and the checkpoint `to` as one atomic batch, fenced
+    /// on the checkpoint (see [`storage`]). Nothing to write, nothing sent.
+    async fn commit(&mut self, view: View, to: Option<u64>) -> Result<(), RunnerError> {
+        let current = self.checkpoint.value;
+        let Some(to) = to.filter(|to| *to > current || !view.changed.is_empty()) else {
+            return Ok(());
+        };
+        storage::commit(
+            &self.store,
+            &self.rows,
+            view.changed,
+            &mut self.checkpoint,
+            to.max(current),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Applies events handed back by `jetsource dlq retry` (see
+    /// [`dlq`](super::dlq)), a few per idle step: each onto the view as it stands
+    /// (the checkpoint stays), then drops it from `DLQ`, or parks it again with its
+    /// new error. Applied twice after a crash, it changes nothing the second time.
+    async fn apply_retries(&mut self) -> Result<(), RunnerError> {
+        let consumer = self.consumer_name();
+        let subject = super::dlq::retry_subject(&self.store, &consumer);
+        let dlq = self
+            .store
+            .jetstream()
+            .get_stream(DLQ)
+            .await
+            .map_err(js_err)?;
+        for _ in 0..16 {
+            let Ok(msg) = dlq.get_first_raw_message_by_subject(&subject, 1).await else {
+                return Ok(());
+            };
+            let text = |name: &str| {
+                msg.headers
+                    .get(name)
+                    .map(|v| v.as_str().to_string())
+                    .unwrap_or_default()
+            };
+            let seq: u64 = text("Jetsource-Dlq-Seq").parse().unwrap_or(0);
+            let event_subject = text("Jetsource-Dlq-Subject");
+            let event = self
+                .store
+                .subjects()
+                .parse_event_subject(&event_subject)
+                .ok_or_else(|| format!("{event_subject:?} is not an event subject"))
+                .and_then(|(aggregate, id)| {
+                    let payload = msg.payload.clone();
+                    RecordedEvent::from_parts(
+                        seq,
+                        &event_subject,
+                        aggregate,
+                        id,
+                        &msg.headers,
+                        payload,
+                        None,
+                    )
+                    .map_err(|e| e.to_string())
+                });
+            let (view, cut) = self.apply(&[(seq, event)], 0).await?;
+            if let Some(Cut::Failed(_, reason)) = cut {
+                let (headers, payload) = (&msg.headers, &msg.payload);
+                consumer::park_parts(
+                    &self.store,
+                    &consumer,
+                    headers,
+                    &event_subject,
+                    payload,
+                    seq,
+                    &reason,
+                )
+                .await?;
+            } else {
+                let current = self.checkpoint.value;
+                self.commit(view, Some(current)).await?;
+                tracing::info!(consumer, seq, "retried event applied");
+            }
+            dlq.delete_message(msg.sequence).await.map_err(js_err)?;
         }
         Ok(())
     }

@@ -57,15 +57,17 @@ pub async fn consumers(store: &EventStore) -> Result<Vec<ConsumerStatus>, String
     let mut consumers = stream.consumers();
     while let Some(c) = consumers.try_next().await.map_err(|e| e.to_string())? {
         let name = c.name.clone();
-        let checkpoint = match &checkpoints {
-            Some(kv) => kv
+        // A projection's checkpoint lives beside its rows; a saga's in `checkpoints`.
+        let checkpoint = match (super::versions::bucket_of_consumer(&name), &checkpoints) {
+            (Some(bucket), _) => super::storage::applied(store, &bucket).await.unwrap_or(0),
+            (None, Some(kv)) => kv
                 .get(&name)
                 .await
                 .ok()
                 .flatten()
                 .and_then(|b| String::from_utf8_lossy(&b).parse().ok())
                 .unwrap_or(0),
-            None => 0,
+            (None, None) => 0,
         };
         let lag_events = c.num_pending + c.num_ack_pending as u64;
         let lag_seconds = if lag_events == 0 {

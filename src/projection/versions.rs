@@ -20,7 +20,26 @@ pub fn bucket_name(projection: &str, version: u32) -> String {
     }
 }
 
-/// `proj_<name>` or `proj_<name>_v<version>`.
+/// The view bucket a projection consumer writes (`proj_x_v2` → `view_x_v2`), or
+/// `None` for a consumer that is no projection's.
+///
+/// ```
+/// use jetsource::projection::versions::bucket_of_consumer;
+/// assert_eq!(bucket_of_consumer("proj_offers_v2").as_deref(), Some("view_offers_v2"));
+/// assert_eq!(bucket_of_consumer("saga_hiring"), None);
+/// ```
+pub fn bucket_of_consumer(consumer: &str) -> Option<String> {
+    consumer
+        .strip_prefix("proj_")
+        .map(|rest| format!("view_{rest}"))
+}
+
+/// `proj_<name>` or `proj_<name>_v<version>`: the consumer of `projection`'s
+/// `version`.
+///
+/// ```
+/// assert_eq!(jetsource::projection::versions::consumer_name("offers", 2), "proj_offers_v2");
+/// ```
 pub fn consumer_name(projection: &str, version: u32) -> String {
     match version {
         0 | 1 => format!("proj_{projection}"),

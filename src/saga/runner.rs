@@ -338,10 +338,13 @@ impl<G: Saga> consumer::Stepping for SagaRunner<G> {
     }
 
     fn is_transient(error: &SagaError) -> bool {
-        matches!(error, SagaError::Unavailable(_))
+        // Superseded: the checkpoint moved (a `dlq retry` rewound it, or another
+        // instance handled events); go on from where it now stands.
+        matches!(error, SagaError::Unavailable(_) | SagaError::Superseded(_))
     }
 
     async fn restart(&mut self) -> Result<(), SagaError> {
+        self.checkpoint.reload().await?;
         self.consumer = consumer::cursor(
             &self.shared.store,
             &self.consumer_name(),

@@ -115,7 +115,8 @@ pub async fn append_new(
         .unwrap_or_else(|e| panic!("append to ledger {id}: {e}"))
 }
 
-/// Every row of a view bucket, as stored (`{seq, value}`), by key.
+/// Every row of a view bucket, as stored (`{seq, value}`), by key (not the
+/// checkpoint stored beside them).
 pub async fn view_rows(
     store: &EventStore,
     bucket: &str,
@@ -126,6 +127,9 @@ pub async fn view_rows(
     let mut out = std::collections::BTreeMap::new();
     while let Some(key) = keys.next().await {
         let key = key.unwrap();
+        if !jetsource::projection::storage::is_row_key(&key) {
+            continue;
+        }
         let row = serde_json::from_slice(&kv.get(&key).await.unwrap().unwrap()).unwrap();
         out.insert(key, row);
     }
