@@ -156,6 +156,63 @@ pub(crate) async fn cursor(
         .map_err(js_err)
 }
 
+/// What a runner saw its consumer deliver: the consumer's delivery sequence
+/// (which counts every delivery, redeliveries included) must go on without a gap.
+///
+/// A gap means another client pulled from the same consumer, say an instance
+/// that was paused while this one took over and has not noticed yet: the events it
+/// took are missing here, so going on (and moving the checkpoint past them) would
+/// skip them. The runner then starts its consumer afresh from the checkpoint.
+#[derive(Debug, Default)]
+pub(crate) struct Deliveries {
+    last: u64,
+}
+
+/// Another client took deliveries from this runner's consumer.
+#[derive(Debug, thiserror::Error)]
+#[error("consumer {0}: another instance pulled from it (deliveries {1} to {2} are not ours)")]
+pub(crate) struct Stolen(pub(crate) String, pub(crate) u64, pub(crate) u64);
+
+impl Deliveries {
+    /// Checks a fetched batch, in order.
+    pub(crate) fn check(
+        &mut self,
+        consumer: &str,
+        messages: &[jetstream::Message],
+    ) -> Result<(), Stolen> {
+        for m in messages {
+            let Ok(info) = m.info() else { continue };
+            let expected = self.last + 1;
+            if info.consumer_sequence != expected {
+                return Err(Stolen(
+                    consumer.to_string(),
+                    expected,
+                    info.consumer_sequence.saturating_sub(1),
+                ));
+            }
+            self.last = info.consumer_sequence;
+        }
+        Ok(())
+    }
+
+    /// After an empty fetch: `Ok(true)` when the consumer has nothing left to
+    /// deliver and delivered nothing but to this runner (so it is caught up),
+    /// `Ok(false)` when events came in meanwhile, [`Stolen`] when another client
+    /// took some.
+    pub(crate) async fn caught_up(
+        &self,
+        name: &str,
+        consumer: &mut jetstream::consumer::Consumer<pull::Config>,
+    ) -> Result<Result<bool, Stolen>, JetStreamError> {
+        let info = consumer.info().await.map_err(js_err)?;
+        let delivered = info.delivered.consumer_sequence;
+        if delivered != self.last {
+            return Ok(Err(Stolen(name.to_string(), self.last + 1, delivered)));
+        }
+        Ok(Ok(info.num_pending == 0))
+    }
+}
+
 /// A runner that reads its consumer one step at a time (a projection or a saga):
 /// what [`run_until_stopped`] needs of it.
 pub(crate) trait Stepping {

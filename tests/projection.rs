@@ -579,9 +579,14 @@ async fn two_projection_instances_become_active_at_once() {
         for runner in [&mut a, &mut b] {
             match runner.step().await {
                 Ok(_) => {}
+                // Fenced off at commit, or caught taking turns on the consumer.
                 Err(e @ RunnerError::Superseded(_)) => {
                     refused += 1;
-                    assert!(e.to_string().contains("refused whole"), "{e}");
+                    let e = e.to_string();
+                    assert!(
+                        e.contains("refused whole") || e.contains("pulled from it"),
+                        "{e}"
+                    );
                     runner.resume().await.unwrap();
                 }
                 Err(RunnerError::JetStream(_)) => runner.resume().await.unwrap(),
@@ -589,10 +594,9 @@ async fn two_projection_instances_become_active_at_once() {
             }
         }
     }
-    assert!(
-        refused > 0,
-        "the second writer was fenced off at least once"
-    );
+    assert!(refused > 0, "the second instance was stopped at least once");
+    drop(b);
+    a.resume().await.unwrap();
     catch_up(&mut a, &store).await;
     let survived = view_rows(&store, "view_person_directory").await;
     store

@@ -1,6 +1,6 @@
 //! One active instance per projection: a lease in KV `leases`.
 //!
-//! The holder creates `<consumer>` with its instance id and renews it (compare-and-
+//! The holder creates `<consumer>` with `<pid>/<instance id>` and renews it (compare-and-
 //! set on the revision) every third of the TTL; the bucket's max age expires a
 //! lease whose holder died. Another instance waits as a hot standby until it can
 //! create the key. A holder rides out a server outage shorter than the TTL; one
@@ -38,7 +38,7 @@ impl Lease {
         let kv = crate::store::buckets::ensure(store.jetstream(), config)
             .await
             .map_err(|e| e.to_string())?;
-        let holder = uuid::Uuid::now_v7().to_string();
+        let holder = format!("{}/{}", std::process::id(), uuid::Uuid::now_v7());
         let mut announced = false;
         let revision = loop {
             match kv.create(key, holder.clone().into_bytes().into()).await {
@@ -52,7 +52,9 @@ impl Lease {
                 // The server is away (restarting, failing over): ask again later.
                 Err(e) => tracing::warn!(key, error = %e, "lease not acquired yet"),
             }
-            tokio::time::sleep(ttl / 4).await;
+            // A dead holder's key expires a TTL after its last renewal: look often,
+            // so the takeover follows within a fraction of a second.
+            tokio::time::sleep((ttl / 8).min(Duration::from_millis(250))).await;
         };
         tracing::info!(key, "lease acquired");
         let (lost_tx, lost) = watch::channel(false);

@@ -18,7 +18,7 @@ use crate::consumer::{self, JetStreamError};
 use crate::store::envelope::RecordedEvent;
 use crate::store::EventStore;
 use async_nats::jetstream::consumer::pull;
-use async_nats::jetstream::{self, kv, AckKind};
+use async_nats::jetstream::{self, kv};
 use futures::StreamExt;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -96,6 +96,12 @@ impl From<JetStreamError> for RunnerError {
     }
 }
 
+impl From<consumer::Stolen> for RunnerError {
+    fn from(e: consumer::Stolen) -> Self {
+        RunnerError::Superseded(e.to_string())
+    }
+}
+
 impl From<CommitError> for RunnerError {
     fn from(e: CommitError) -> Self {
         match e {
@@ -121,6 +127,12 @@ pub struct ProjectionRunner<P: Projection> {
     consumer: jetstream::consumer::Consumer<pull::Config>,
     rows: kv::Store,
     checkpoint: storage::Checkpoint,
+    deliveries: consumer::Deliveries,
+    /// Fetched messages not handled yet (the rest of a batch cut short), handled
+    /// before anything new is fetched.
+    carried: Vec<jetstream::Message>,
+    /// Times in a row the first carried event failed.
+    failures: u32,
     /// The last step found nothing: the next one first notes the stream's end.
     idle: bool,
 }
@@ -175,6 +187,8 @@ impl<P: Projection> consumer::Stepping for ProjectionRunner<P> {
             self.checkpoint.value,
         )
         .await?;
+        self.deliveries = Default::default();
+        self.carried.clear();
         Ok(())
     }
 
@@ -209,6 +223,9 @@ impl<P: Projection> ProjectionRunner<P> {
             consumer,
             rows,
             checkpoint,
+            deliveries: Default::default(),
+            carried: Vec::new(),
+            failures: 0,
             idle: true,
         })
     }
@@ -245,27 +262,27 @@ impl<P: Projection> ProjectionRunner<P> {
     /// applied, and the checkpoint moves there. So `Jetsource-Min-Seq` works with
     /// the sequence of any event, even one this projection does not read.
     pub async fn step(&mut self) -> Result<usize, RunnerError> {
-        let stream_end = if self.idle {
+        let carried = !self.carried.is_empty();
+        let stream_end = if self.idle && !carried {
             Some(self.store.last_seq().await.map_err(js_err)?)
         } else {
             None
         };
-        let mut fetched = self
-            .consumer
-            .fetch()
-            .max_messages(self.config.batch)
-            .expires(self.config.idle_wait)
-            .messages()
-            .await
-            .map_err(js_err)?;
-        let mut messages = Vec::new();
-        while let Some(m) = fetched.next().await {
-            messages.push(m.map_err(js_err)?);
-        }
+        let mut messages = match carried {
+            true => std::mem::take(&mut self.carried),
+            false => self.fetch().await?,
+        };
         self.idle = messages.is_empty();
         if messages.is_empty() {
             if let Some(end) = stream_end {
-                self.commit(View::default(), Some(end)).await?;
+                let name = self.consumer_name();
+                if self
+                    .deliveries
+                    .caught_up(&name, &mut self.consumer)
+                    .await??
+                {
+                    self.commit(View::default(), Some(end)).await?;
+                }
                 self.apply_retries().await?;
             }
             return Ok(0);
@@ -281,40 +298,58 @@ impl<P: Projection> ProjectionRunner<P> {
         };
         let last_good = events[..applied_up_to].iter().map(|(seq, _)| *seq).max();
         self.commit(view, last_good).await?;
+        let handled = messages.len();
         if let Some(i) = applied_up_to.checked_sub(1) {
             messages[i].ack().await.map_err(js_err)?;
         }
-        if let Some(Cut::Full(i)) = cut {
-            // The rest did not fit one commit: they come again, first in line.
-            for m in &messages[i..] {
-                m.ack_with(AckKind::Nak(None)).await.map_err(js_err)?;
+        match cut {
+            None => self.failures = 0,
+            // The rest did not fit one commit: next step goes on with it, before
+            // fetching more (naking would spend their deliveries).
+            Some(Cut::Full(i)) => {
+                self.failures = 0;
+                self.carried = messages.split_off(i);
             }
-        }
-        if let Some(Cut::Failed(i, reason)) = cut {
-            let (seq, _) = &events[i];
-            let delivered = messages[i].info().map(|info| info.delivered).unwrap_or(1);
-            if delivered >= self.config.max_deliver {
-                self.park(&messages[i], *seq, &reason).await?;
-                self.commit(View::default(), Some(*seq)).await?;
-                messages[i].ack().await.map_err(js_err)?;
-                if self.config.poison == PoisonPolicy::Stop {
-                    return Err(RunnerError::Stopped { seq: *seq, reason });
+            Some(Cut::Failed(i, reason)) => {
+                let (seq, _) = &events[i];
+                self.failures += 1;
+                if self.failures >= self.config.max_deliver.max(1) as u32 {
+                    self.failures = 0;
+                    self.park(&messages[i], *seq, &reason).await?;
+                    self.commit(View::default(), Some(*seq)).await?;
+                    messages[i].ack().await.map_err(js_err)?;
+                    self.carried = messages.split_off(i + 1);
+                    if self.config.poison == PoisonPolicy::Stop {
+                        return Err(RunnerError::Stopped { seq: *seq, reason });
+                    }
+                } else {
+                    // It comes again first, after a pause that grows.
+                    let pause = Duration::from_millis(50 * u64::from(self.failures));
+                    tokio::time::sleep(pause).await;
+                    self.carried = messages.split_off(i);
                 }
-            } else {
-                // Back off here rather than with a delayed nak: the failed event must
-                // come back before the ones after it, or one ack (AckPolicy::All)
-                // would pass over it.
-                messages[i]
-                    .ack_with(AckKind::Nak(None))
-                    .await
-                    .map_err(js_err)?;
-                tokio::time::sleep(Duration::from_millis(50 * delivered.max(1) as u64)).await;
-            }
-            for m in &messages[i + 1..] {
-                m.ack_with(AckKind::Nak(None)).await.map_err(js_err)?;
             }
         }
-        Ok(messages.len())
+        Ok(handled)
+    }
+
+    /// Fetches the next batch (waiting up to `idle_wait` for one), checking that
+    /// nobody else took deliveries from the consumer.
+    async fn fetch(&mut self) -> Result<Vec<jetstream::Message>, RunnerError> {
+        let mut fetched = self
+            .consumer
+            .fetch()
+            .max_messages(self.config.batch)
+            .expires(self.config.idle_wait)
+            .messages()
+            .await
+            .map_err(js_err)?;
+        let mut messages = Vec::new();
+        while let Some(m) = fetched.next().await {
+            messages.push(m.map_err(js_err)?);
+        }
+        self.deliveries.check(&self.consumer_name(), &messages)?;
+        Ok(messages)
     }
 
     /// Applies the batch in memory. A pass that needs rows not loaded yet records

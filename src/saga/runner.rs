@@ -75,6 +75,12 @@ impl From<JetStreamError> for SagaError {
     }
 }
 
+impl From<consumer::Stolen> for SagaError {
+    fn from(e: consumer::Stolen) -> Self {
+        SagaError::Superseded(e.to_string())
+    }
+}
+
 impl From<Superseded> for SagaError {
     fn from(e: Superseded) -> Self {
         SagaError::Superseded(e.0)
@@ -115,6 +121,7 @@ pub struct SagaRunner<G: Saga> {
     consumer: jetstream::consumer::Consumer<pull::Config>,
     fired: jetstream::consumer::Consumer<pull::Config>,
     checkpoint: Checkpoint,
+    deliveries: consumer::Deliveries,
 }
 
 impl<G: Saga> std::fmt::Debug for SagaRunner<G> {
@@ -165,6 +172,7 @@ impl<G: Saga> SagaRunner<G> {
             consumer,
             fired,
             checkpoint,
+            deliveries: Default::default(),
         })
     }
 
@@ -206,6 +214,7 @@ impl<G: Saga> SagaRunner<G> {
         while let Some(m) = fetched.next().await {
             messages.push(m.map_err(consumer::js_err)?);
         }
+        self.deliveries.check(&self.consumer_name(), &messages)?;
         if messages.is_empty() {
             return Ok(0);
         }
@@ -353,6 +362,7 @@ impl<G: Saga> consumer::Stepping for SagaRunner<G> {
             self.checkpoint.value(),
         )
         .await?;
+        self.deliveries = Default::default();
         Ok(())
     }
 

@@ -103,9 +103,10 @@ fn nats_server() -> Result<Outcome> {
 /// The flags of processes that hold a lease while active (`project`, `saga`).
 #[derive(clap::Args, Debug)]
 pub(crate) struct Standby {
-    /// Seconds a dead instance's lease lasts before a standby takes over.
-    #[arg(long, default_value_t = 10)]
-    lease_ttl: u64,
+    /// Seconds a dead instance's lease lasts before a standby takes over (it is
+    /// renewed every third of that). Give every process of a deployment the same.
+    #[arg(long, default_value_t = 1.5)]
+    lease_ttl: f64,
     /// Log filter (overridden by RUST_LOG).
     #[arg(long, default_value = "info")]
     log_level: String,
@@ -113,7 +114,7 @@ pub(crate) struct Standby {
 
 impl Standby {
     fn lease_ttl(&self) -> std::time::Duration {
-        std::time::Duration::from_secs(self.lease_ttl.max(1))
+        std::time::Duration::from_secs_f64(self.lease_ttl.clamp(0.5, 3600.0))
     }
 }
 
