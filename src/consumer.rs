@@ -63,7 +63,7 @@ pub(crate) struct Checkpoint {
 
 /// Another instance moved the checkpoint: this one must stop writing.
 #[derive(Debug, thiserror::Error)]
-#[error("checkpoint of {0} moved under this runner: another instance is active")]
+#[error("checkpoint of {0} moved under this runner (a `dlq retry`, or another instance)")]
 pub(crate) struct Superseded(pub(crate) String);
 
 impl Checkpoint {
@@ -170,7 +170,7 @@ pub(crate) struct Deliveries {
 
 /// Another client took deliveries from this runner's consumer.
 #[derive(Debug, thiserror::Error)]
-#[error("consumer {0}: another instance pulled from it (deliveries {1} to {2} are not ours)")]
+#[error("consumer {0}: another instance pulled from it or made it anew (delivery {2} came where {1} was next)")]
 pub(crate) struct Stolen(pub(crate) String, pub(crate) u64, pub(crate) u64);
 
 impl Deliveries {
@@ -187,7 +187,7 @@ impl Deliveries {
                 return Err(Stolen(
                     consumer.to_string(),
                     expected,
-                    info.consumer_sequence.saturating_sub(1),
+                    info.consumer_sequence,
                 ));
             }
             self.last = info.consumer_sequence;

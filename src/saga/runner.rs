@@ -65,7 +65,7 @@ pub enum SagaError {
     #[error("{0}")]
     Unavailable(String),
     /// Another runner moved the checkpoint: this one must not write.
-    #[error("checkpoint of {0} moved under this runner: another instance is active")]
+    #[error("{0}")]
     Superseded(String),
 }
 
@@ -83,7 +83,7 @@ impl From<consumer::Stolen> for SagaError {
 
 impl From<Superseded> for SagaError {
     fn from(e: Superseded) -> Self {
-        SagaError::Superseded(e.0)
+        SagaError::Superseded(e.to_string())
     }
 }
 
