@@ -332,10 +332,15 @@ async fn timed_request(
     client: async_nats::Client,
     subject: &'static str,
     body: serde_json::Value,
+    command_id: Option<String>,
 ) -> Duration {
     let t = Instant::now();
+    let mut headers = async_nats::HeaderMap::new();
+    if let Some(id) = &command_id {
+        headers.insert("Jetsource-Command-Id", id.as_str());
+    }
     let reply = client
-        .request(subject, serde_json::to_vec(&body).unwrap().into())
+        .request_with_headers(subject, headers, serde_json::to_vec(&body).unwrap().into())
         .await
         .expect("reply");
     assert!(reply.headers.is_none(), "rejected: {:?}", reply.payload);
@@ -344,7 +349,7 @@ async fn timed_request(
 
 /// `clients` clients, each with `depth` requests in flight, send `per_aggregate`
 /// commands to each of their aggregates over request/reply to a node process:
-/// first `Register`, then `ChangeName`s.
+/// first `Register`, then `ChangeName`s; each with a command id if `with_ids`.
 async fn end_to_end(
     client: &async_nats::Client,
     run: &str,
@@ -352,6 +357,7 @@ async fn end_to_end(
     depth: usize,
     aggregates: usize,
     per_aggregate: usize,
+    with_ids: bool,
 ) -> Measured {
     let start = Instant::now();
     let tasks: Vec<_> = (0..clients)
@@ -371,7 +377,8 @@ async fn end_to_end(
                             } else {
                                 ("cmd.person.ChangeName", serde_json::json!({"id": id, "name": format!("Name {round}")}))
                             };
-                            timed_request(client.clone(), subject, body)
+                            let command_id = with_ids.then(|| format!("{id}-{round}"));
+                            timed_request(client.clone(), subject, body, command_id)
                         })
                         .collect();
                     let done: Vec<Duration> = futures::stream::iter(requests).buffer_unordered(depth).collect().await;
@@ -797,9 +804,89 @@ async fn wait_for_service(client: &async_nats::Client) {
         .expect("the node did not come up");
 }
 
+/// Starts a node process and measures request/reply through it: 16 clients, with
+/// and without command ids, then 8 in flight each. Returns the node.
+async fn node_rows(
+    server: &TestServer,
+    store: &EventStore,
+    durability: Durability,
+    per_agg: usize,
+    raw: Option<&Measured>,
+) -> std::process::Child {
+    let node = std::process::Command::new(node_binary())
+        .args([
+            "node",
+            "--nats-url",
+            &server.url(),
+            "--durability",
+            &durability.to_string(),
+            "--log-level",
+            "warn",
+        ])
+        .spawn()
+        .expect("start the node");
+    wait_for_service(store.client()).await;
+    let (node_cpu, server_cpu) = (cpu_seconds(node.id()), cpu_seconds(server.pid().unwrap()));
+    let e2e = end_to_end(
+        store.client(),
+        &format!("e2e-{durability}"),
+        16,
+        1,
+        1000,
+        per_agg,
+        false,
+    )
+    .await;
+    println!(
+        "  {:<44} CPU per command: node {:.0} us, nats-server {:.0} us",
+        "",
+        (cpu_seconds(node.id()) - node_cpu) * 1e6 / e2e.ops as f64,
+        (cpu_seconds(server.pid().unwrap()) - server_cpu) * 1e6 / e2e.ops as f64
+    );
+    row(
+        &format!("jetsource node: 16 clients request/reply (1000 x {per_agg})"),
+        &e2e,
+        raw,
+    );
+    let with_ids = end_to_end(
+        store.client(),
+        &format!("ids-{durability}"),
+        16,
+        1,
+        1000,
+        per_agg,
+        true,
+    )
+    .await;
+    row(
+        "jetsource node: the same, each with a command id",
+        &with_ids,
+        raw,
+    );
+    let deep = end_to_end(
+        store.client(),
+        &format!("deep-{durability}"),
+        16,
+        8,
+        1000,
+        per_agg,
+        false,
+    )
+    .await;
+    row("jetsource node: 16 clients x 8 in flight", &deep, raw);
+    println!(
+        "  {:<44} node peak RSS {:.1} MiB",
+        "",
+        peak_rss_mib(node.id())
+    );
+    node
+}
+
 #[tokio::main]
 async fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
+    // Only the node's request/reply rows: for comparing two builds quickly.
+    let node_only = std::env::args().any(|a| a == "--node-only");
     let (seq_n, per_agg, pipe_n, load_n, group_per_task) = if quick {
         (2_000, 5, 5_000, 10_000, 10)
     } else {
@@ -820,6 +907,12 @@ async fn main() {
         };
         let store = EventStore::open(client, config).await.unwrap();
         println!("\n== durability {durability} ==");
+        if node_only {
+            let mut node = node_rows(&server, &store, durability, per_agg, None).await;
+            let _ = node.kill();
+            let _ = node.wait();
+            continue;
+        }
         let (raw, js) = sequential(&store, "s", seq_n, 1000).await;
         row(
             &format!("raw: sequential OCC publish ({seq_n}, 1000 agg)"),
@@ -864,59 +957,7 @@ async fn main() {
                 g.rate() * events as f64
             );
         }
-        let mut node = std::process::Command::new(node_binary())
-            .args([
-                "node",
-                "--nats-url",
-                &server.url(),
-                "--durability",
-                &durability.to_string(),
-                "--log-level",
-                "warn",
-            ])
-            .spawn()
-            .expect("start the node");
-        wait_for_service(store.client()).await;
-        let (node_cpu, server_cpu) = (cpu_seconds(node.id()), cpu_seconds(server.pid().unwrap()));
-        let e2e = end_to_end(
-            store.client(),
-            &format!("e2e-{durability}"),
-            16,
-            1,
-            1000,
-            per_agg,
-        )
-        .await;
-        println!(
-            "  {:<44} CPU per command: node {:.0} us, nats-server {:.0} us",
-            "",
-            (cpu_seconds(node.id()) - node_cpu) * 1e6 / e2e.ops as f64,
-            (cpu_seconds(server.pid().unwrap()) - server_cpu) * 1e6 / e2e.ops as f64
-        );
-        row(
-            &format!("jetsource node: 16 clients request/reply (1000 x {per_agg})"),
-            &e2e,
-            Some(&raw),
-        );
-        let deep = end_to_end(
-            store.client(),
-            &format!("deep-{durability}"),
-            16,
-            8,
-            1000,
-            per_agg,
-        )
-        .await;
-        row(
-            "jetsource node: 16 clients x 8 in flight",
-            &deep,
-            Some(&raw),
-        );
-        println!(
-            "  {:<44} node peak RSS {:.1} MiB",
-            "",
-            peak_rss_mib(node.id())
-        );
+        let mut node = node_rows(&server, &store, durability, per_agg, Some(&raw)).await;
         let flows = if quick { 100 } else { 400 };
         let direct = hiring(store.client(), &format!("hd-{durability}"), flows, true).await;
         row(

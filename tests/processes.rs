@@ -424,3 +424,94 @@ async fn two_projection_instances_become_active_at_once_after_a_pause() {
     );
     drop(people);
 }
+
+/// Finding: `jetsource dlq retry` rewound the checkpoint under the running
+/// projection, which exited ("checkpoint moved under this runner") and took
+/// `jetsource up` down with it. The running projection now takes the retried event
+/// over (here it parks it again: it is still unreadable) and goes on.
+#[tokio::test]
+async fn dlq_retry_stops_the_stack() {
+    use jetsource::projection::dlq;
+    let server = TestServer::start_with(jetsource::nats_server::Durability::Fast);
+    let client = jetsource::connect(&server.url()).await.unwrap();
+    let store = jetsource::EventStore::open(client.clone(), Default::default())
+        .await
+        .unwrap();
+    // Not an event: no headers at all.
+    client
+        .publish("events.person.garbled", "not an event".into())
+        .await
+        .unwrap();
+    client.flush().await.unwrap();
+    let mut projection = Process::start(&server.url(), &["project", "person_directory"]);
+    let parked = || async {
+        dlq::list(&store)
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|p| p.consumer == "proj_person_directory")
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let first = loop {
+        if let Some(p) = parked().await {
+            break p;
+        }
+        assert!(std::time::Instant::now() < deadline, "never parked");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let retry = std::process::Command::new(env!("CARGO_BIN_EXE_jetsource"))
+        .args([
+            "dlq",
+            "retry",
+            &first.dlq_seq.to_string(),
+            "--nats-url",
+            &server.url(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        retry.status.success(),
+        "{}",
+        String::from_utf8_lossy(&retry.stderr)
+    );
+    let again = loop {
+        if let Some(p) = parked().await.filter(|p| p.dlq_seq != first.dlq_seq) {
+            break p;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the retry was not taken up"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(again.seq, first.seq);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        matches!(projection.0.try_wait(), Ok(None)),
+        "the projection process is still running"
+    );
+    // And still applying events.
+    let people =
+        jetsource::Repository::<jetsource::domain::Person>::new(store.clone(), Default::default());
+    let command = jetsource::domain::PersonCommand::Register {
+        name: "After".into(),
+        email: "after@example.org".into(),
+    };
+    let seq = people
+        .execute("after", &command, &Default::default())
+        .await
+        .unwrap()
+        .seq;
+    while jetsource::projection::storage::applied(&store, "view_person_directory")
+        .await
+        .unwrap_or(0)
+        < seq
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the projection stopped applying"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    projection.kill();
+}

@@ -470,3 +470,92 @@ async fn an_r3_cluster_keeps_every_acknowledged_event_when_a_server_dies() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// Issue 9, exactly once for the window: in an R3 cluster, a retry sent after 70
+/// other commands and the death of the stream's leader, to a fresh repository (another
+/// node), gets the first execution's outcome, whether it would now run again or be
+/// refused, and stores nothing.
+#[tokio::test]
+async fn a_retry_after_the_stream_leader_dies_gets_the_first_outcome() {
+    let mut cluster = TestCluster::start(3);
+    let config = StoreConfig {
+        replicas: 3,
+        request_timeout: Duration::from_secs(2),
+        ..Default::default()
+    };
+    let urls = cluster.urls();
+    let connect = || async {
+        let client = jetsource::connect(&urls).await.unwrap();
+        jetsource::EventStore::open(client, config.clone())
+            .await
+            .unwrap()
+    };
+    let store = connect().await;
+    let first = Repository::<Ledger>::new(store.clone(), RepositoryConfig::default());
+    let with_id = |id: &str| Metadata::default().with_command_id(id);
+    let open = LedgerCommand::Open { owner: "o".into() };
+    let opened = first
+        .execute("acct", &open, &with_id("open-1"))
+        .await
+        .unwrap();
+    let credited = first
+        .execute("acct", &LedgerCommand::Credit(5), &with_id("credit-1"))
+        .await
+        .unwrap();
+    for i in 0..70 {
+        first
+            .execute(
+                "acct",
+                &LedgerCommand::Credit(1),
+                &with_id(&format!("other-{i}")),
+            )
+            .await
+            .unwrap();
+    }
+    let leader = store
+        .jetstream()
+        .get_stream("EVENTS")
+        .await
+        .unwrap()
+        .info()
+        .await
+        .unwrap()
+        .cluster
+        .clone()
+        .and_then(|c| c.leader)
+        .expect("a stream leader");
+    // The servers are named n1, n2, n3 in start order.
+    let index = leader.trim_start_matches('n').parse::<usize>().unwrap() - 1;
+    cluster.nodes[index].stop();
+
+    let other = Repository::<Ledger>::new(connect().await, RepositoryConfig::default());
+    let retry = |command: LedgerCommand, id: &'static str| {
+        let other = &other;
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                match other.execute("acct", &command, &with_id(id)).await {
+                    Ok(done) => return done,
+                    Err(e) if Instant::now() < deadline => {
+                        eprintln!("{id} while the leader moves: {e}");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                    Err(e) => panic!("{id}: {e}"),
+                }
+            }
+        }
+    };
+    let again = retry(LedgerCommand::Credit(5), "credit-1").await;
+    assert!(again.duplicate);
+    assert_eq!((again.seq, again.version), (credited.seq, credited.version));
+    let again = retry(open, "open-1").await;
+    assert!(again.duplicate, "a retry that would be refused now");
+    assert_eq!((again.seq, again.version), (opened.seq, opened.version));
+    assert_eq!(again.event_types, ["Opened"]);
+    let events = other
+        .store()
+        .read_aggregate("ledger", "acct", 0)
+        .await
+        .unwrap();
+    assert_eq!(events.len(), 72, "nothing stored twice");
+}
