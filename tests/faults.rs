@@ -7,15 +7,13 @@
 mod support;
 
 use chrono::Utc;
-use jetsource::domain::directory::PersonDirectory;
-use jetsource::projection::{ProjectionRunner, RunnerConfig};
 use jetsource::saga::instances;
 use jetsource::testing::TestServer;
 use rustix::process::{kill_process, Pid, Signal};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
-use support::{view_rows, wait_for_nodes, Process};
+use support::{wait_for_nodes, Process};
 
 const CLIENTS: usize = 4;
 /// Each client registers people until the faults are over (at least this many).
@@ -268,45 +266,13 @@ async fn faults_lose_nothing_run_nothing_twice_and_views_equal_a_rebuild() {
 
     // The view, once caught up, equals a fresh rebuild.
     let last = store.last_seq().await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let applied = jetsource::projection::storage::applied(&store, "view_person_directory")
-            .await
-            .unwrap_or(0);
-        if applied >= last {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the view stayed at {applied} of {last}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    support::wait_applied(
+        &store,
+        "view_person_directory",
+        last,
+        Duration::from_secs(30),
+    )
+    .await;
     projection.process.kill();
-    let survived = view_rows(&store, "view_person_directory").await;
-    let js = store.jetstream();
-    let events = js.get_stream("EVENTS").await.unwrap();
-    events
-        .delete_consumer("proj_person_directory")
-        .await
-        .unwrap();
-    js.delete_key_value("view_person_directory").await.unwrap();
-    let mut fresh = ProjectionRunner::new(store.clone(), PersonDirectory, RunnerConfig::default())
-        .await
-        .unwrap();
-    while fresh.checkpoint() < last {
-        fresh.step().await.unwrap();
-    }
-    let rebuilt = view_rows(&store, "view_person_directory").await;
-    let differing: Vec<_> = rebuilt
-        .keys()
-        .chain(survived.keys())
-        .filter(|k| survived.get(*k) != rebuilt.get(*k))
-        .take(5)
-        .collect();
-    assert!(
-        differing.is_empty(),
-        "rows differ from a rebuild: {differing:?}"
-    );
-    assert_eq!(survived.len(), rebuilt.len());
+    support::assert_directory_equals_a_rebuild(&store, last).await;
 }

@@ -251,13 +251,14 @@ async fn failover_after_kill_9_takes_about_a_second() {
         Process::start(&server.url(), &args),
         Process::start(&server.url(), &args),
     ];
-    let applied = || jetsource::projection::storage::applied(&store, "view_person_directory");
     let seq = register(0).await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while applied().await.unwrap_or(0) < seq {
-        assert!(std::time::Instant::now() < deadline, "never started");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    support::wait_applied(
+        &store,
+        "view_person_directory",
+        seq,
+        Duration::from_secs(20),
+    )
+    .await;
     let mut failovers = Vec::new();
     for round in 1..=10 {
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
@@ -278,13 +279,13 @@ async fn failover_after_kill_9_takes_about_a_second() {
         processes[active].kill();
         let killed = std::time::Instant::now();
         let seq = register(round).await;
-        while applied().await.unwrap_or(0) < seq {
-            assert!(
-                killed.elapsed() < Duration::from_secs(10),
-                "round {round}: the standby never took over"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        support::wait_applied(
+            &store,
+            "view_person_directory",
+            seq,
+            Duration::from_secs(10),
+        )
+        .await;
         failovers.push(killed.elapsed());
         // The killed one comes back as the new standby.
         processes[active] = Process::start(&server.url(), &args);
@@ -379,49 +380,15 @@ async fn two_projection_instances_become_active_at_once_after_a_pause() {
     }
     writer.await.unwrap();
     let last = store.last_seq().await.unwrap();
-    let applied = || jetsource::projection::storage::applied(&store, "view_person_directory");
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while applied().await.unwrap_or(0) < last {
-        assert!(std::time::Instant::now() < deadline, "never caught up");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    drop(processes);
-    let survived = support::view_rows(&store, "view_person_directory").await;
-    store
-        .jetstream()
-        .get_stream("EVENTS")
-        .await
-        .unwrap()
-        .delete_consumer("proj_person_directory")
-        .await
-        .unwrap();
-    store
-        .jetstream()
-        .delete_key_value("view_person_directory")
-        .await
-        .unwrap();
-    let mut fresh = jetsource::projection::ProjectionRunner::new(
-        store.clone(),
-        jetsource::domain::directory::PersonDirectory,
-        Default::default(),
+    support::wait_applied(
+        &store,
+        "view_person_directory",
+        last,
+        Duration::from_secs(20),
     )
-    .await
-    .unwrap();
-    while fresh.checkpoint() < last {
-        fresh.step().await.unwrap();
-    }
-    let rebuilt = support::view_rows(&store, "view_person_directory").await;
-    let differing: Vec<_> = rebuilt
-        .keys()
-        .chain(survived.keys())
-        .filter(|k| survived.get(*k) != rebuilt.get(*k))
-        .map(|k| format!("{k}: {:?} vs rebuilt {:?}", survived.get(k), rebuilt.get(k)))
-        .take(5)
-        .collect();
-    assert!(
-        differing.is_empty(),
-        "the view differs from a fresh rebuild: {differing:#?}"
-    );
+    .await;
+    drop(processes);
+    support::assert_directory_equals_a_rebuild(&store, last).await;
     drop(people);
 }
 
@@ -502,16 +469,12 @@ async fn dlq_retry_stops_the_stack() {
         .await
         .unwrap()
         .seq;
-    while jetsource::projection::storage::applied(&store, "view_person_directory")
-        .await
-        .unwrap_or(0)
-        < seq
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the projection stopped applying"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    support::wait_applied(
+        &store,
+        "view_person_directory",
+        seq,
+        Duration::from_secs(10),
+    )
+    .await;
     projection.kill();
 }

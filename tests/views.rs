@@ -11,7 +11,6 @@ use jetsource::testing::TestServer;
 use jetsource::{EventStore, StoreConfig};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
-use support::view_rows;
 
 async fn node(
     server: &TestServer,
@@ -304,39 +303,16 @@ async fn a_view_differs_from_its_events_after_projection_crashes() {
         child.wait().unwrap();
     }
     let mut child = spawn();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while checkpoint(&store).await < last {
-        assert!(
-            Instant::now() < deadline,
-            "the restarted projection did not catch up"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    support::wait_applied(
+        &store,
+        "view_person_directory",
+        last,
+        Duration::from_secs(30),
+    )
+    .await;
     child.kill().unwrap();
     child.wait().unwrap();
-    let survived = view_rows(&store, "view_person_directory").await;
-
-    // A fresh rebuild: no consumer, no checkpoint, no rows.
-    let js = store.jetstream();
-    js.get_stream("EVENTS")
-        .await
-        .unwrap()
-        .delete_consumer("proj_person_directory")
-        .await
-        .unwrap();
-    js.delete_key_value("view_person_directory").await.unwrap();
-    let mut fresh = ProjectionRunner::new(store.clone(), PersonDirectory, RunnerConfig::default())
-        .await
-        .unwrap();
-    while fresh.checkpoint() < last {
-        fresh.step().await.unwrap();
-    }
-    let rebuilt = view_rows(&store, "view_person_directory").await;
-    assert_eq!(survived.len(), rebuilt.len());
-    assert_eq!(
-        survived, rebuilt,
-        "kill -9 and restart must end where a fresh rebuild ends"
-    );
+    support::assert_directory_equals_a_rebuild(&store, last).await;
 }
 
 #[tokio::test]

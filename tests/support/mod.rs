@@ -188,3 +188,52 @@ pub async fn wait_for_nodes(client: &async_nats::Client, n: usize) {
         panic!("{e}");
     }
 }
+
+/// Waits until the view in `bucket` has applied `seq`, or panics after `within`.
+pub async fn wait_applied(store: &EventStore, bucket: &str, seq: u64, within: std::time::Duration) {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let applied = jetsource::projection::storage::applied(store, bucket)
+            .await
+            .unwrap_or(0);
+        if applied >= seq {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{bucket} stayed at {applied} of {seq}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// Takes `person_directory`'s rows as they are (its processes must be stopped),
+/// rebuilds the view from nothing up to `last` in this process, and asserts that
+/// every row is the same.
+pub async fn assert_directory_equals_a_rebuild(store: &EventStore, last: u64) {
+    use jetsource::projection::{ProjectionRunner, RunnerConfig};
+    let survived = view_rows(store, "view_person_directory").await;
+    let js = store.jetstream();
+    let events = js.get_stream(&store.config().stream).await.unwrap();
+    let _ = events.delete_consumer("proj_person_directory").await;
+    js.delete_key_value("view_person_directory").await.unwrap();
+    let directory = jetsource::domain::directory::PersonDirectory;
+    let mut fresh = ProjectionRunner::new(store.clone(), directory, RunnerConfig::default())
+        .await
+        .unwrap();
+    while fresh.checkpoint() < last {
+        fresh.step().await.unwrap();
+    }
+    let rebuilt = view_rows(store, "view_person_directory").await;
+    let differing: Vec<_> = rebuilt
+        .keys()
+        .chain(survived.keys())
+        .filter(|k| survived.get(*k) != rebuilt.get(*k))
+        .map(|k| format!("{k}: {:?}, rebuilt {:?}", survived.get(k), rebuilt.get(k)))
+        .take(5)
+        .collect();
+    assert!(
+        differing.is_empty(),
+        "rows differ from a fresh rebuild: {differing:#?}"
+    );
+}
