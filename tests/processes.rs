@@ -478,3 +478,79 @@ async fn dlq_retry_stops_the_stack() {
     .await;
     projection.kill();
 }
+
+/// Issue 9: under sustained load with no fault, the active projection keeps its
+/// role (its lease renewals are not starved by the work), and the standby stays idle.
+#[tokio::test]
+async fn the_active_instance_keeps_its_role_under_sustained_load() {
+    use jetsource::domain::{Person, PersonCommand};
+    let server = TestServer::start_with(jetsource::nats_server::Durability::Fast);
+    let client = jetsource::connect(&server.url()).await.unwrap();
+    let store = jetsource::EventStore::open(client, Default::default())
+        .await
+        .unwrap();
+    let args = ["project", "person_directory"];
+    let _processes = [
+        Process::start(&server.url(), &args),
+        Process::start(&server.url(), &args),
+    ];
+    let people = std::sync::Arc::new(jetsource::Repository::<Person>::new(
+        store.clone(),
+        Default::default(),
+    ));
+    let until = std::time::Instant::now() + Duration::from_secs(8);
+    let writers: Vec<_> = (0..8)
+        .map(|w| {
+            let people = people.clone();
+            tokio::spawn(async move {
+                let mut i = 0;
+                while std::time::Instant::now() < until {
+                    let id = format!("load{w}-{i}");
+                    let command = PersonCommand::Register {
+                        name: "L".into(),
+                        email: format!("{id}@x.org"),
+                    };
+                    people
+                        .execute(&id, &command, &Default::default())
+                        .await
+                        .unwrap();
+                    i += 1;
+                }
+                i
+            })
+        })
+        .collect();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let holder = loop {
+        if let Some(pid) = lease_holder(&store, "proj_person_directory").await {
+            break pid;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nobody took the lease"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    while std::time::Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = lease_holder(&store, "proj_person_directory").await;
+        assert_eq!(now, Some(holder), "the role moved under load with no fault");
+    }
+    let mut written = 0;
+    for w in writers {
+        written += w.await.unwrap();
+    }
+    let last = store.last_seq().await.unwrap();
+    support::wait_applied(
+        &store,
+        "view_person_directory",
+        last,
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_eq!(
+        lease_holder(&store, "proj_person_directory").await,
+        Some(holder)
+    );
+    println!("{written} commands in 8 s; the holder kept the lease throughout");
+}
