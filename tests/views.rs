@@ -661,3 +661,48 @@ async fn jetsource_project_rebuild_runs_to_the_switch_and_exits() {
         .unwrap();
     assert!(kv.get("person.p49").await.unwrap().is_some());
 }
+
+/// Finding (issue 10): `qry.person.get` with a 5,000-character id (or `by_email`
+/// with a 2.5 KB email) made the node ask the server for a key longer than its
+/// control line, and the server closed the node's connection; an id with a space
+/// or `:` got a 503. Such queries are now 422s that never reach the server, and the
+/// node keeps answering everyone else.
+#[tokio::test]
+async fn one_message_disconnects_the_node() {
+    let server = TestServer::start();
+    let (client, _store, _node) = node(&server, Duration::from_secs(1)).await;
+    let long = "A".repeat(5000);
+    let cases = [
+        ("qry.person.get", json!({"id": long}), "invalid_id"),
+        ("qry.person.get", json!({"id": "a b"}), "invalid_id"),
+        ("qry.person.get", json!({"id": "a:b"}), "invalid_id"),
+        ("qry.person.get", json!({"id": "a\u{0}b"}), "invalid_id"),
+        ("qry.organization.get", json!({"id": long}), "invalid_id"),
+        (
+            "qry.person.by_email",
+            json!({"email": format!("{}@x.org", "e".repeat(2500))}),
+            "invalid_email",
+        ),
+    ];
+    for (subject, body, code) in cases {
+        let (reply, status) = ask(&client, subject, body, None).await;
+        assert_eq!(status, Some(422), "{subject}: {reply}");
+        assert_eq!(reply["error"]["code"], code, "{subject}: {reply}");
+    }
+    // Meanwhile and after, everyone else's queries are answered.
+    let answered = futures::future::join_all((0..100).map(|i| {
+        let client = client.clone();
+        async move {
+            let (_, status) = ask(
+                &client,
+                "qry.person.get",
+                json!({"id": format!("p{i}")}),
+                None,
+            )
+            .await;
+            status
+        }
+    }))
+    .await;
+    assert!(answered.iter().all(|s| *s == Some(404)), "{answered:?}");
+}

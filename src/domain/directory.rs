@@ -14,6 +14,9 @@ use serde_json::{json, Value};
 #[derive(Debug, Clone, Copy, Default)]
 pub struct PersonDirectory;
 
+/// Longest email a query looks up (RFC 5321's limit on a path).
+const MAX_EMAIL_BYTES: usize = 254;
+
 /// The row key of a person.
 pub fn person_key(id: &str) -> String {
     format!("person.{id}")
@@ -133,13 +136,23 @@ impl crate::node::ViewQueries for DirectoryQueries {
         use crate::node::{Rejection, Status};
         Box::pin(async move {
             if query == "get" {
-                let id = string_field(&fields, "id")?;
+                let id = crate::node::views::id_field(&fields, "id")?;
                 return rows.get(&person_key(id)).await?.ok_or_else(|| {
                     Rejection::new(Status::NotFound, "not_found", format!("no person {id}"))
                 });
             }
             if query == "by_email" {
                 let email = string_field(&fields, "email")?;
+                if email.len() > MAX_EMAIL_BYTES {
+                    return Err(Rejection::new(
+                        Status::Invalid,
+                        "invalid_email",
+                        format!(
+                            "\"email\" is {} bytes (at most {MAX_EMAIL_BYTES})",
+                            email.len()
+                        ),
+                    ));
+                }
                 let id = rows
                     .get(&email_key(email))
                     .await?

@@ -8,7 +8,7 @@
 use super::organization::OrganizationEvent;
 use super::person::PersonEvent;
 use crate::aggregate::decode_event;
-use crate::node::views::string_field;
+use crate::node::views::id_field;
 use crate::node::{Rejection, Rows, Status, ViewQueries};
 use crate::projection::{ApplyError, Projection, View};
 use crate::store::RecordedEvent;
@@ -109,7 +109,7 @@ impl ViewQueries for OrganizationQueries {
         fields: Map<String, Value>,
     ) -> BoxFuture<'a, Result<Value, Rejection>> {
         Box::pin(async move {
-            let id = string_field(&fields, "id")?;
+            let id = id_field(&fields, "id")?;
             let row = rows
                 .get(&format!("organization.{id}"))
                 .await?
@@ -246,7 +246,7 @@ impl ViewQueries for OfferQueries {
         fields: Map<String, Value>,
     ) -> BoxFuture<'a, Result<Value, Rejection>> {
         Box::pin(async move {
-            let id = string_field(&fields, "id")?;
+            let id = id_field(&fields, "id")?;
             Ok(rows
                 .get(&format!("person.{id}"))
                 .await?

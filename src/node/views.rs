@@ -46,6 +46,26 @@ pub fn string_field<'a>(fields: &'a Map<String, Value>, name: &str) -> Result<&'
     })
 }
 
+/// An id field a query needs: a string of the id grammar
+/// ([`validate_id`](crate::subjects::validate_id)), or a 400/422 naming it.
+///
+/// ```
+/// let fields = serde_json::json!({"id": "p-1", "bad": "a b"}).as_object().unwrap().clone();
+/// assert_eq!(jetsource::node::views::id_field(&fields, "id").unwrap(), "p-1");
+/// assert_eq!(jetsource::node::views::id_field(&fields, "bad").unwrap_err().status.code(), 422);
+/// ```
+pub fn id_field<'a>(fields: &'a Map<String, Value>, name: &str) -> Result<&'a str, Rejection> {
+    let id = string_field(fields, name)?;
+    crate::subjects::validate_id(id).map_err(|reason| {
+        Rejection::new(
+            Status::Invalid,
+            "invalid_id",
+            format!("\"{name}\" {reason}"),
+        )
+    })?;
+    Ok(id)
+}
+
 /// Read access to a view's rows.
 #[derive(Debug, Clone)]
 pub struct Rows {
@@ -57,8 +77,21 @@ fn unavailable(e: impl std::fmt::Display) -> Rejection {
 }
 
 impl Rows {
-    /// A row's value (`None` if absent or deleted).
+    /// A row's value (`None` if absent or deleted). A key no row can have (too
+    /// long, or not a KV key: built from a client's bad input) is a 422, never a
+    /// request to the server.
     pub async fn get(&self, key: &str) -> Result<Option<Value>, Rejection> {
+        let invalid = |why: String| {
+            let shown: String = key.chars().take(64).collect();
+            Rejection::new(Status::Invalid, "invalid_key", format!("{shown:?}: {why}"))
+        };
+        if key.len() > crate::projection::MAX_KEY_BYTES {
+            return Err(invalid(format!(
+                "{} bytes, more than a row key may have",
+                key.len()
+            )));
+        }
+        crate::subjects::validate_kv_key(key).map_err(|reason| invalid(format!("it {reason}")))?;
         if !storage::is_row_key(key) {
             return Ok(None);
         }
