@@ -7,6 +7,7 @@
 mod support;
 
 use chrono::Utc;
+use futures::StreamExt;
 use jetsource::saga::instances;
 use jetsource::testing::TestServer;
 use rustix::process::{kill_process, Pid, Signal};
@@ -146,7 +147,7 @@ async fn faults_lose_nothing_run_nothing_twice_and_views_equal_a_rebuild() {
                     let subject = format!("cmd.person.{command}");
                     let ack = send(&nats, &subject, &command_id, &body).await;
                     assert_eq!(ack["status"], "accepted", "{command_id}: {ack}");
-                    acks.push((command_id, ack));
+                    acks.push((command_id, subject, body, ack));
                 }
                 k += 1;
                 tokio::time::sleep(Duration::from_millis(20)).await;
@@ -186,7 +187,22 @@ async fn faults_lose_nothing_run_nothing_twice_and_views_equal_a_rebuild() {
     };
     let (acks, (_node, mut projection, _saga, _server), ()) = tokio::join!(clients, faults, flows);
     let people: Vec<usize> = acks.iter().map(|(k, _)| *k).collect();
-    let acks: Vec<(String, Value)> = acks.into_iter().flat_map(|(_, a)| a).collect();
+    let sent: Vec<(String, String, Value, Value)> = acks.into_iter().flat_map(|(_, a)| a).collect();
+
+    // After all the faults, every command is sent again with its id: each retry
+    // gets its original ack (most would now be refused or do something else).
+    let resent = futures::stream::iter(sent.iter().map(|(id, subject, body, ack)| {
+        let nats = nats.clone();
+        async move {
+            let again = send(&nats, subject, id, body).await;
+            assert_eq!(&again, ack, "{id}: the retry's ack differs");
+        }
+    }))
+    .buffer_unordered(16)
+    .count()
+    .await;
+    println!("{resent} retries after the faults, each answered with its original ack");
+    let acks: Vec<(String, Value)> = sent.into_iter().map(|(id, _, _, ack)| (id, ack)).collect();
     println!(
         "{} commands acked under faults in {:?}, {} retries sent",
         acks.len(),
