@@ -36,7 +36,9 @@ pub(crate) async fn bucket(
 }
 
 /// Ensures stream `DLQ` (`dlq.>`).
-pub(crate) async fn ensure_dlq(store: &EventStore) -> Result<(), JetStreamError> {
+pub(crate) async fn ensure_dlq(
+    store: &EventStore,
+) -> Result<jetstream::stream::Stream, JetStreamError> {
     let prefix = store.subjects().prefix();
     store
         .jetstream()
@@ -48,8 +50,7 @@ pub(crate) async fn ensure_dlq(store: &EventStore) -> Result<(), JetStreamError>
             ..Default::default()
         })
         .await
-        .map_err(js_err)?;
-    Ok(())
+        .map_err(js_err)
 }
 
 /// A consumer's checkpoint: the last stream sequence fully handled.

@@ -72,22 +72,32 @@ pub async fn get(store: &EventStore, dlq_seq: u64) -> Result<Option<Parked>, Dlq
     if raw.subject.starts_with(&retry_prefix(store)) {
         return Ok(None); // Handed back already: its projection owns it now.
     }
-    let h = raw.headers;
-    let text = |name: &str| {
-        h.get(name)
-            .map(|v| v.as_str().to_string())
-            .unwrap_or_default()
-    };
-    Ok(Some(Parked {
-        dlq_seq,
-        consumer: text("Jetsource-Dlq-Consumer"),
-        seq: text("Jetsource-Dlq-Seq").parse().unwrap_or(0),
-        subject: text("Jetsource-Dlq-Subject"),
-        event_type: text(crate::store::headers::EVENT_TYPE),
-        error: text("Jetsource-Dlq-Error"),
-        payload: raw.payload,
-        headers: h,
-    }))
+    Ok(Some(Parked::from_message(dlq_seq, raw)))
+}
+
+impl Parked {
+    /// Reads a `DLQ` message's `Jetsource-Dlq-*` headers (see `consumer::park`).
+    pub(crate) fn from_message(
+        dlq_seq: u64,
+        raw: async_nats::jetstream::message::StreamMessage,
+    ) -> Parked {
+        let h = raw.headers;
+        let text = |name: &str| {
+            h.get(name)
+                .map(|v| v.as_str().to_string())
+                .unwrap_or_default()
+        };
+        Parked {
+            dlq_seq,
+            consumer: text("Jetsource-Dlq-Consumer"),
+            seq: text("Jetsource-Dlq-Seq").parse().unwrap_or(0),
+            subject: text("Jetsource-Dlq-Subject"),
+            event_type: text(crate::store::headers::EVENT_TYPE),
+            error: text("Jetsource-Dlq-Error"),
+            payload: raw.payload,
+            headers: h,
+        }
+    }
 }
 
 /// Every parked event, oldest first.

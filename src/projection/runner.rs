@@ -126,6 +126,8 @@ pub struct ProjectionRunner<P: Projection> {
     config: RunnerConfig,
     consumer: jetstream::consumer::Consumer<pull::Config>,
     rows: kv::Store,
+    /// Stream `DLQ`, where retried events wait (see [`apply_retries`](Self::apply_retries)).
+    dlq: jetstream::stream::Stream,
     checkpoint: storage::Checkpoint,
     deliveries: consumer::Deliveries,
     /// Fetched messages not handled yet (the rest of a batch cut short), handled
@@ -213,7 +215,7 @@ impl<P: Projection> ProjectionRunner<P> {
             replicas,
         )
         .await?;
-        consumer::ensure_dlq(&store).await?;
+        let dlq = consumer::ensure_dlq(&store).await?;
         let checkpoint = storage::read_checkpoint(&rows).await?;
         let consumer = cursor(&store, &projection, &config, checkpoint.value).await?;
         Ok(ProjectionRunner {
@@ -222,6 +224,7 @@ impl<P: Projection> ProjectionRunner<P> {
             config,
             consumer,
             rows,
+            dlq,
             checkpoint,
             deliveries: Default::default(),
             carried: Vec::new(),
@@ -462,37 +465,25 @@ impl<P: Projection> ProjectionRunner<P> {
     async fn apply_retries(&mut self) -> Result<(), RunnerError> {
         let consumer = self.consumer_name();
         let subject = super::dlq::retry_subject(&self.store, &consumer);
-        let dlq = self
-            .store
-            .jetstream()
-            .get_stream(DLQ)
-            .await
-            .map_err(js_err)?;
         for _ in 0..16 {
-            let Ok(msg) = dlq.get_first_raw_message_by_subject(&subject, 1).await else {
+            let Ok(raw) = self.dlq.get_first_raw_message_by_subject(&subject, 1).await else {
                 return Ok(());
             };
-            let text = |name: &str| {
-                msg.headers
-                    .get(name)
-                    .map(|v| v.as_str().to_string())
-                    .unwrap_or_default()
-            };
-            let seq: u64 = text("Jetsource-Dlq-Seq").parse().unwrap_or(0);
-            let event_subject = text("Jetsource-Dlq-Subject");
+            let parked = super::dlq::Parked::from_message(raw.sequence, raw);
+            let seq = parked.seq;
             let event = self
                 .store
                 .subjects()
-                .parse_event_subject(&event_subject)
-                .ok_or_else(|| format!("{event_subject:?} is not an event subject"))
+                .parse_event_subject(&parked.subject)
+                .ok_or_else(|| format!("{:?} is not an event subject", parked.subject))
                 .and_then(|(aggregate, id)| {
-                    let payload = msg.payload.clone();
+                    let payload = parked.payload.clone();
                     RecordedEvent::from_parts(
                         seq,
-                        &event_subject,
+                        &parked.subject,
                         aggregate,
                         id,
-                        &msg.headers,
+                        &parked.headers,
                         payload,
                         None,
                     )
@@ -500,13 +491,12 @@ impl<P: Projection> ProjectionRunner<P> {
                 });
             let (view, cut) = self.apply(&[(seq, event)], 0).await?;
             if let Some(Cut::Failed(_, reason)) = cut {
-                let (headers, payload) = (&msg.headers, &msg.payload);
                 consumer::park_parts(
                     &self.store,
                     &consumer,
-                    headers,
-                    &event_subject,
-                    payload,
+                    &parked.headers,
+                    &parked.subject,
+                    &parked.payload,
                     seq,
                     &reason,
                 )
@@ -516,7 +506,8 @@ impl<P: Projection> ProjectionRunner<P> {
                 self.commit(view, Some(current)).await?;
                 tracing::info!(consumer, seq, "retried event applied");
             }
-            dlq.delete_message(msg.sequence).await.map_err(js_err)?;
+            let dlq_seq = parked.dlq_seq;
+            self.dlq.delete_message(dlq_seq).await.map_err(js_err)?;
         }
         Ok(())
     }
