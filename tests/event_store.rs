@@ -9,6 +9,7 @@ use jetsource::store::{
 };
 use jetsource::testing::TestServer;
 use jetsource::{decode_event, encode_event, EventStore, Metadata, NewEvent, StoreConfig};
+use std::time::Duration;
 use support::{append_new, event, open_store, LedgerEvent};
 
 #[tokio::test]
@@ -575,5 +576,46 @@ async fn a_stopped_server_gives_a_typed_error_not_a_hang() {
             ReadErrorKind::TimedOut | ReadErrorKind::Unavailable
         ),
         "{err}"
+    );
+}
+
+/// A stream made with a shorter duplicate window than idempotency needs (the old
+/// 2-minute default) is widened in place on open; a longer one is left alone.
+#[tokio::test]
+async fn a_short_duplicate_window_is_widened_on_open() {
+    let server = TestServer::start();
+    let window = |store: &jetsource::EventStore| {
+        let js = store.jetstream().clone();
+        async move {
+            js.get_stream("EVENTS")
+                .await
+                .unwrap()
+                .info()
+                .await
+                .unwrap()
+                .config
+                .duplicate_window
+        }
+    };
+    let short = StoreConfig {
+        duplicate_window: Duration::from_secs(120),
+        ..Default::default()
+    };
+    let old = support::open_store_with(&server, short).await;
+    assert_eq!(window(&old).await, Duration::from_secs(120));
+    let new = open_store(&server).await;
+    assert_eq!(window(&new).await, Duration::from_secs(600));
+    let again = support::open_store_with(
+        &server,
+        StoreConfig {
+            duplicate_window: Duration::from_secs(120),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(
+        window(&again).await,
+        Duration::from_secs(600),
+        "never narrowed"
     );
 }

@@ -57,15 +57,11 @@ pub(crate) async fn open(
     }
     if config["allow_atomic"] != json!(true) {
         config["allow_atomic"] = json!(true);
-        let updated: Value = js
-            .request(format!("STREAM.UPDATE.{}", kv.stream_name), &config)
+        crate::store::stream::update(js, &kv.stream_name, &config)
             .await
-            .map_err(js_err)?;
-        if let Some((_, description)) = crate::store::stream::api_error(&updated) {
-            return Err(JetStreamError(format!(
-                "bucket {name} cannot take atomic batches: {description}"
-            )));
-        }
+            .map_err(|e| {
+                JetStreamError(format!("bucket {name} cannot take atomic batches: {e}"))
+            })?;
     }
     Ok(kv)
 }

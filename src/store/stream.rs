@@ -161,19 +161,27 @@ async fn widen_duplicate_window(
         return Ok(());
     }
     config["duplicate_window"] = json!(need);
-    let updated: Value = js
-        .request(format!("STREAM.UPDATE.{}", cfg.stream), &config)
+    update(js, &cfg.stream, &config)
         .await
         .map_err(|e| StreamError::with_source(StreamErrorKind::Request, e))?;
+    tracing::info!(stream = %cfg.stream, from_ns = found, to_ns = need, "duplicate window widened");
+    Ok(())
+}
+
+/// Replaces stream `name`'s configuration with `config` (`STREAM.UPDATE`), for
+/// the settings the server changes in place; the error is the server's words.
+pub(crate) async fn update(
+    js: &async_nats::jetstream::Context,
+    name: &str,
+    config: &Value,
+) -> Result<(), String> {
+    let updated: Value = js
+        .request(format!("STREAM.UPDATE.{name}"), config)
+        .await
+        .map_err(|e| e.to_string())?;
     match api_error(&updated) {
-        None => {
-            tracing::info!(stream = %cfg.stream, from_ns = found, to_ns = need, "duplicate window widened");
-            Ok(())
-        }
-        Some((_, description)) => Err(StreamError::with_source(
-            StreamErrorKind::Request,
-            description,
-        )),
+        None => Ok(()),
+        Some((_, description)) => Err(description),
     }
 }
 
