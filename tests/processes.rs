@@ -227,10 +227,7 @@ async fn lease_holder(store: &jetsource::EventStore, key: &str) -> Option<u32> {
 async fn failover_after_kill_9_takes_about_a_second() {
     use jetsource::domain::{Person, PersonCommand};
     let server = TestServer::start_with(jetsource::nats_server::Durability::Fast);
-    let client = jetsource::connect(&server.url()).await.unwrap();
-    let store = jetsource::EventStore::open(client, Default::default())
-        .await
-        .unwrap();
+    let store = support::open_store(&server).await;
     let people = jetsource::Repository::<Person>::new(store.clone(), Default::default());
     let register = |i: usize| {
         let people = &people;
@@ -312,10 +309,7 @@ async fn two_projection_instances_become_active_at_once_after_a_pause() {
     use jetsource::domain::{Person, PersonCommand};
     use rustix::process::{kill_process, Pid, Signal};
     let server = TestServer::start_with(jetsource::nats_server::Durability::Fast);
-    let client = jetsource::connect(&server.url()).await.unwrap();
-    let store = jetsource::EventStore::open(client, Default::default())
-        .await
-        .unwrap();
+    let store = support::open_store(&server).await;
     let people = jetsource::Repository::<Person>::new(store.clone(), Default::default());
     let args = ["project", "person_directory"];
     let processes = [
@@ -401,10 +395,8 @@ async fn two_projection_instances_become_active_at_once_after_a_pause() {
 async fn dlq_retry_stops_the_stack() {
     use jetsource::projection::dlq;
     let server = TestServer::start_with(jetsource::nats_server::Durability::Fast);
-    let client = jetsource::connect(&server.url()).await.unwrap();
-    let store = jetsource::EventStore::open(client.clone(), Default::default())
-        .await
-        .unwrap();
+    let store = support::open_store(&server).await;
+    let client = store.client().clone();
     // Not an event: no headers at all.
     client
         .publish("events.person.garbled", "not an event".into())
@@ -486,10 +478,7 @@ async fn dlq_retry_stops_the_stack() {
 async fn the_active_instance_keeps_its_role_under_sustained_load() {
     use jetsource::domain::{Person, PersonCommand};
     let server = TestServer::start_with(jetsource::nats_server::Durability::Fast);
-    let client = jetsource::connect(&server.url()).await.unwrap();
-    let store = jetsource::EventStore::open(client, Default::default())
-        .await
-        .unwrap();
+    let store = support::open_store(&server).await;
     let args = ["project", "person_directory"];
     let _processes = [
         Process::start(&server.url(), &args),
