@@ -563,6 +563,200 @@ async fn time_loads(repo: &Repository<Account>, id: &str, runs: usize, events: u
 
 /// Writes `persons` people with `per_person` events each (a registration, then
 /// name changes), through group commit, 64 writers at a time.
+/// The directory at `people` people: `qry.person.list` walked page by page
+/// beside the raw batched direct get it makes, then the worst request mix we
+/// know (big pages, full histories, time travel, oversized and hostile bodies)
+/// from 64 clients for 20 s while one client keeps sending commands; prints the
+/// node's peak RSS and the commands' latency under it.
+async fn query_rows(people: usize) {
+    let server = TestServer::start_with(Durability::Fast);
+    let store = EventStore::open(
+        jetsource::connect(&server.url()).await.unwrap(),
+        StoreConfig::default(),
+    )
+    .await
+    .unwrap();
+    println!("\n== queries over {people} people (durability fast) ==");
+    seed_people(&store, people, 1).await;
+    let mut runner = jetsource::projection::ProjectionRunner::new(
+        store.clone(),
+        jetsource::domain::directory::PersonDirectory,
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    let mut handled = 0;
+    while handled < people {
+        handled += runner.step().await.unwrap();
+    }
+    let mut node = std::process::Command::new(node_binary())
+        .args(["node", "--nats-url", &server.url(), "--log-level", "error"])
+        .spawn()
+        .expect("start the node");
+    let client = store.client().clone();
+    wait_for_service(&client).await;
+
+    // Raw: the same batched direct get on the view's stream, by hand.
+    let page = 50;
+    let mut latencies = Vec::new();
+    let start = Instant::now();
+    let mut seq = 1u64;
+    let mut rows = 0;
+    while rows < people {
+        let inbox = client.new_inbox();
+        let mut sub = client.subscribe(inbox.clone()).await.unwrap();
+        let body = serde_json::json!({"seq": seq, "next_by_subj": "$KV.view_person_directory.person.>", "batch": page});
+        let t = Instant::now();
+        client
+            .publish_with_reply(
+                "$JS.API.DIRECT.GET.KV_view_person_directory",
+                inbox,
+                body.to_string().into(),
+            )
+            .await
+            .unwrap();
+        let mut got = 0;
+        while let Some(m) = sub.next().await {
+            if m.status.is_some() {
+                break;
+            }
+            seq = m
+                .headers
+                .as_ref()
+                .unwrap()
+                .get("Nats-Sequence")
+                .unwrap()
+                .as_str()
+                .parse::<u64>()
+                .unwrap()
+                + 1;
+            got += 1;
+        }
+        latencies.push(t.elapsed());
+        rows += got;
+        if got == 0 {
+            break;
+        }
+    }
+    let raw = Measured {
+        ops: latencies.len(),
+        elapsed: start.elapsed(),
+        latencies,
+    };
+    row(
+        &format!("raw: batched direct get, pages of {page}"),
+        &raw,
+        None,
+    );
+
+    let mut latencies = Vec::new();
+    let start = Instant::now();
+    let mut after = serde_json::Value::Null;
+    let mut listed = 0;
+    loop {
+        let body = serde_json::json!({"limit": page, "after": after});
+        let t = Instant::now();
+        let reply = client
+            .request("qry.person.list", body.to_string().into())
+            .await
+            .unwrap();
+        latencies.push(t.elapsed());
+        let reply: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap();
+        listed += reply["people"].as_array().unwrap().len();
+        if reply["next"].is_null() {
+            break;
+        }
+        after = reply["next"].clone();
+    }
+    assert_eq!(listed, people, "every person listed once");
+    let list = Measured {
+        ops: latencies.len(),
+        elapsed: start.elapsed(),
+        latencies,
+    };
+    row(
+        &format!("jetsource: qry.person.list, pages of {page}"),
+        &list,
+        Some(&raw),
+    );
+
+    // The worst mix: 64 clients, each hammering one heavy or hostile query.
+    let pid = node.id();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut mix = Vec::new();
+    for i in 0..64 {
+        let client = client.clone();
+        let stop = stop.clone();
+        mix.push(tokio::spawn(async move {
+            let huge = "x".repeat(60_000);
+            let (subject, body) = match i % 6 {
+                0 => ("qry.person.list", serde_json::json!({"limit": 500})),
+                1 => (
+                    "qry.person.list",
+                    serde_json::json!({"limit": 500, "after": 50_000}),
+                ),
+                2 => ("qry.person.history", serde_json::json!({"id": "dir-1"})),
+                3 => (
+                    "qry.person.at",
+                    serde_json::json!({"id": "dir-2", "version": 1}),
+                ),
+                4 => ("qry.person.by_email", serde_json::json!({"email": huge})),
+                _ => (
+                    "cmd.person.Register",
+                    serde_json::json!({"id": "y".repeat(300), "name": huge}),
+                ),
+            };
+            let mut answered = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let ask = client.request(subject, body.to_string().into());
+                if tokio::time::timeout(Duration::from_secs(10), ask)
+                    .await
+                    .is_ok()
+                {
+                    answered += 1;
+                }
+            }
+            answered
+        }));
+    }
+    let commands = {
+        let client = client.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let start = Instant::now();
+            let mut i = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                i += 1;
+                let body = serde_json::json!({"id": format!("mix-{i}"), "name": "M", "email": format!("m{i}@example.org")});
+                latencies
+                    .push(timed_request(client.clone(), "cmd.person.Register", body, None).await);
+            }
+            Measured {
+                ops: latencies.len(),
+                elapsed: start.elapsed(),
+                latencies,
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut answered = 0;
+    for task in mix {
+        answered += task.await.unwrap();
+    }
+    let commands = commands.await.unwrap();
+    println!("  worst mix: 64 clients, {answered} heavy or hostile requests answered in 20 s");
+    row("jetsource: commands during the mix", &commands, None);
+    println!(
+        "  {:<44} {:.0} MiB peak RSS of the node",
+        "",
+        peak_rss_mib(pid)
+    );
+    let _ = node.kill();
+    let _ = node.wait();
+}
+
 async fn seed_people(store: &EventStore, persons: usize, per_person: usize) {
     use jetsource::domain::PersonEvent;
     let codec = store.config().codec;
@@ -898,6 +1092,11 @@ async fn main() {
         jetsource::nats_server::PINNED_VERSION,
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
+    if std::env::args().any(|a| a == "--queries") {
+        let people = if quick { 20_000 } else { 100_000 };
+        query_rows(people).await;
+        return;
+    }
     for durability in [Durability::Fast, Durability::Safe] {
         let server = TestServer::start_with(durability);
         let client = jetsource::connect(&server.url()).await.unwrap();

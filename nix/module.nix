@@ -1,8 +1,16 @@
 # NixOS module: nats-server with JetStream (safe durability: fsync on every write)
-# plus jetsource's node, projections and sagas, each its own systemd service.
+# and the accounts of a policy file, plus jetsource's node, projections and sagas,
+# each its own systemd service. It cannot run without authorization: `policy` and
+# one of `environmentFile`/`credentialsFile` are required.
 #
 #   imports = [ jetsource.nixosModules.default ];
-#   services.jetsource.enable = true;
+#   services.jetsource = {
+#     enable = true;
+#     policy = ./policy.toml;               # see dev/policy.toml
+#     environmentFile = "/run/secrets/jetsource.env";
+#     # NATS_USER=jetsource, NATS_PASSWORD=..., plus every `$X_PASSWORD` the
+#     # policy names (nats-server reads them from its environment).
+#   };
 #
 # Every jetsource service reconnects on its own, so the order of starts does not
 # matter for correctness; they are ordered after nats anyway.
@@ -12,18 +20,33 @@ let
   cfg = config.services.jetsource;
   inherit (lib) mkEnableOption mkIf mkOption types;
 
+  # The server's accounts, generated from the same policy the node enforces.
+  accounts = pkgs.runCommand "jetsource-nats-accounts.conf" { } ''
+    ${lib.getExe cfg.package} policy nats-config ${cfg.policy} --prefix '${cfg.prefix}' > $out
+  '';
+  natsConfig = pkgs.writeText "jetsource-nats.conf" ''
+    listen: ${cfg.nats.listen}
+    jetstream {
+      store_dir: "/var/lib/jetsource-nats"
+      sync_interval: always
+    }
+    include ${accounts}
+  '';
+
   service = description: args: {
     inherit description;
     wantedBy = [ "multi-user.target" ];
-    after = [ "network.target" ] ++ lib.optional cfg.nats.enable "nats.service";
-    wants = lib.optional cfg.nats.enable "nats.service";
+    after = [ "network.target" ] ++ lib.optional cfg.nats.enable "jetsource-nats.service";
+    wants = lib.optional cfg.nats.enable "jetsource-nats.service";
     environment = {
       NATS_URL = cfg.natsUrl;
       JETSOURCE_PREFIX = cfg.prefix;
+      JETSOURCE_POLICY = toString cfg.policy;
     } // lib.optionalAttrs (cfg.credentialsFile != null) {
       NATS_CREDS = toString cfg.credentialsFile;
     };
     serviceConfig = {
+      EnvironmentFile = lib.optional (cfg.environmentFile != null) cfg.environmentFile;
       ExecStart = "${lib.getExe cfg.package} ${lib.escapeShellArgs args}";
       DynamicUser = true;
       Restart = "always";
@@ -59,10 +82,28 @@ in
       description = "Subject prefix of this deployment (default none).";
     };
 
+    policy = mkOption {
+      type = types.path;
+      description = ''
+        Who may do what (TOML, see dev/policy.toml): the server's accounts are
+        generated from it and every node enforces it. Required.
+      '';
+    };
+
+    environmentFile = mkOption {
+      type = types.nullOr types.path;
+      default = null;
+      description = ''
+        systemd EnvironmentFile for nats-server and every jetsource process:
+        NATS_USER/NATS_PASSWORD of the policy's service user, and each `$X_PASSWORD`
+        the policy names. Kept out of the Nix store.
+      '';
+    };
+
     credentialsFile = mkOption {
       type = types.nullOr types.path;
       default = null;
-      description = "NATS credentials file (JWT + nkey seed) for every jetsource process.";
+      description = "NATS credentials file (JWT + nkey seed) for every jetsource process, instead of a password.";
     };
 
     nodes = mkOption {
@@ -92,21 +133,43 @@ in
     nats.enable = mkOption {
       type = types.bool;
       default = true;
-      description = "Run a local nats-server with JetStream, fsyncing every write.";
+      description = "Run a local nats-server with JetStream, fsyncing every write, with the policy's accounts.";
+    };
+
+    nats.listen = mkOption {
+      type = types.str;
+      default = "127.0.0.1:4222";
+      description = "Where the local nats-server listens (add TLS before leaving loopback).";
     };
   };
 
   config = mkIf cfg.enable {
-    services.nats = mkIf cfg.nats.enable {
-      enable = true;
-      jetstream = true;
-      settings = {
-        host = "127.0.0.1";
-        jetstream.sync_interval = "always";
-      };
-    };
+    assertions = [{
+      assertion = cfg.environmentFile != null || cfg.credentialsFile != null;
+      message = "services.jetsource: set environmentFile (passwords) or credentialsFile; jetsource never runs without authentication";
+    }];
 
     systemd.services =
+      lib.optionalAttrs cfg.nats.enable {
+        jetsource-nats = {
+          description = "nats-server for jetsource (JetStream, policy accounts)";
+          wantedBy = [ "multi-user.target" ];
+          after = [ "network.target" ];
+          serviceConfig = {
+            ExecStart = "${lib.getExe pkgs.nats-server} -c ${natsConfig}";
+            EnvironmentFile = lib.optional (cfg.environmentFile != null) cfg.environmentFile;
+            DynamicUser = true;
+            StateDirectory = "jetsource-nats";
+            Restart = "always";
+            KillSignal = "SIGTERM";
+            NoNewPrivileges = true;
+            ProtectSystem = "strict";
+            ProtectHome = true;
+            PrivateTmp = true;
+          };
+        };
+      }
+      //
       lib.listToAttrs (lib.genList
         (i: lib.nameValuePair "jetsource-node-${toString i}"
           (service "jetsource node ${toString i}" ([ "node" ] ++ cfg.nodeArgs)))

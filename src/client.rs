@@ -84,10 +84,12 @@ pub struct CommandOptions {
     pub correlation_id: Option<String>,
     /// What caused this command (an event id, another command id).
     pub causation_id: Option<String>,
-    /// Who acts.
+    /// Who acts. Only clients inside jetsource's own account are believed; the
+    /// node records an application's authenticated identity instead.
     pub actor: Option<String>,
-    /// Whose data.
-    pub tenant: Option<String>,
+    /// The end user this client acts for (kept apart from the actor; only from
+    /// clients the policy lets delegate).
+    pub on_behalf_of: Option<String>,
     /// Only run if the aggregate is at this version.
     pub expected_version: Option<u64>,
 }
@@ -171,7 +173,7 @@ impl Client {
             (headers::CORRELATION_ID, &options.correlation_id),
             (headers::CAUSATION_ID, &options.causation_id),
             (headers::ACTOR, &options.actor),
-            (headers::TENANT, &options.tenant),
+            (headers::ON_BEHALF_OF, &options.on_behalf_of),
         ];
         for (name, value) in pairs {
             if let Some(v) = value {

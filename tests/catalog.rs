@@ -55,7 +55,7 @@ fn every_event_header_is_in_the_catalog_and_back() {
         headers::CORRELATION_ID,
         headers::CAUSATION_ID,
         headers::ACTOR,
-        headers::TENANT,
+        headers::ON_BEHALF_OF,
         headers::COMMAND_ID,
         meta.as_str(),
         headers::CONTENT_TYPE,

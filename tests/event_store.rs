@@ -199,7 +199,7 @@ async fn json_and_cbor_events_share_a_stream_and_round_trip_with_metadata() {
         .with_correlation_id("corr-1")
         .with_causation_id("cmd-1")
         .with_actor("alice")
-        .with_tenant("acme")
+        .with_on_behalf_of("acme")
         .with_command_id("cmd-1")
         .with_custom("Source", "web");
     let opened = LedgerEvent::Opened {

@@ -462,7 +462,7 @@ async fn metadata_defaults_and_is_copied_onto_every_event() {
     }
     let mut headers = with_command_id("hire-1");
     headers.insert("Jetsource-Actor", "hr-bot");
-    headers.insert("Jetsource-Tenant", "t-9");
+    headers.insert("Jetsource-On-Behalf-Of", "t-9");
     let (ack, code) = request(
         &h.client,
         "cmd.organization.Hire",
@@ -490,7 +490,7 @@ async fn metadata_defaults_and_is_copied_onto_every_event() {
         );
         assert_eq!(e.metadata.causation_id.as_deref(), Some("hire-1"));
         assert_eq!(e.metadata.actor.as_deref(), Some("hr-bot"));
-        assert_eq!(e.metadata.tenant.as_deref(), Some("t-9"));
+        assert_eq!(e.metadata.on_behalf_of.as_deref(), Some("t-9"));
     }
     let mut headers = with_command_id("rename-1");
     headers.insert("Jetsource-Correlation-Id", "flow-7");

@@ -191,7 +191,7 @@ async fn a_two_event_command_is_stored_whole_with_metadata_on_every_event() {
     let repo = Repository::<Ledger>::new(store.clone(), RepositoryConfig::default());
     let meta = Metadata::default()
         .with_actor("bob")
-        .with_tenant("t1")
+        .with_on_behalf_of("t1")
         .with_command_id("c-9");
     let open = meta.clone().with_command_id("c-8");
     repo.execute("t", &LedgerCommand::Open { owner: "o".into() }, &open)

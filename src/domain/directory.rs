@@ -105,8 +105,9 @@ impl Projection for PersonDirectory {
 }
 
 /// The directory's queries: `qry.person.get {"id"}`, `qry.person.by_email
-/// {"email"}` and `qry.person.list {"limit", "after"}` (sorted by name; `after` is
-/// the `next` cursor of the previous page).
+/// {"email"}` and `qry.person.list {"limit", "after"}` (pages in the order rows
+/// were last written, each costing its own size whatever the directory's; `after`
+/// is the `next` cursor of the previous page, absent or 0 for the first).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct DirectoryQueries;
 
@@ -169,42 +170,22 @@ impl crate::node::ViewQueries for DirectoryQueries {
                     )
                 });
             }
-            let limit = match fields.get("limit") {
-                None => 50,
-                Some(v) => v
-                    .as_u64()
-                    .map(|l| (l as usize).clamp(1, MAX_PAGE))
-                    .ok_or_else(|| {
-                        Rejection::new(
-                            Status::Malformed,
-                            "malformed",
-                            "\"limit\" must be a positive integer",
-                        )
-                    })?,
+            let number = |name: &str, default: u64| match fields.get(name) {
+                None | Some(Value::Null) => Ok(default),
+                Some(v) => v.as_u64().ok_or_else(|| {
+                    Rejection::new(
+                        Status::Malformed,
+                        "malformed",
+                        format!("\"{name}\" must be a non-negative integer (a page's \"next\")"),
+                    )
+                }),
             };
-            let after = fields.get("after").and_then(Value::as_str).unwrap_or("");
-            let sort_key = |row: &Value| {
-                format!(
-                    "{}\u{1f}{}",
-                    row["name"].as_str().unwrap_or("").to_lowercase(),
-                    row["id"].as_str().unwrap_or("")
-                )
-            };
-            let mut people: Vec<Value> = rows
-                .scan("person.")
-                .await?
-                .into_iter()
-                .map(|(_, v)| v)
-                .collect();
-            people.sort_by_key(|r| sort_key(r));
-            let page: Vec<Value> = people
-                .into_iter()
-                .filter(|r| sort_key(r).as_str() > after)
-                .take(limit + 1)
-                .collect();
-            let next = (page.len() > limit).then(|| sort_key(&page[limit - 1]));
-            let page: Vec<Value> = page.into_iter().take(limit).collect();
-            Ok(json!({"people": page, "next": next}))
+            let limit = (number("limit", 50)? as usize).clamp(1, MAX_PAGE);
+            let after = number("after", 0)?;
+            let page = rows.page("person.", after, limit).await?;
+            let people: Vec<Value> = page.rows.into_iter().map(|(_, v)| v).collect();
+            let next = page.next;
+            Ok(json!({"people": people, "next": next}))
         })
     }
 }

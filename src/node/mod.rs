@@ -24,9 +24,10 @@ pub mod request;
 pub mod views;
 
 pub use reply::{Ack, Rejection, Status};
-pub use views::{Rows, ViewQueries};
+pub use views::{Page, Rows, ViewQueries};
 
 use crate::aggregate::{Aggregate, DomainError};
+use crate::policy::{Action, Caller, Policy};
 use crate::repository::{Repository, RepositoryConfig};
 use crate::store::EventStore;
 use async_nats::service::{self, ServiceExt};
@@ -49,7 +50,7 @@ pub const SERVICE_NAME: &str = "jetsource";
 ///
 /// ```
 /// let cfg = jetsource::node::NodeConfig { max_body_bytes: 16 * 1024, ..Default::default() };
-/// assert_eq!(cfg.max_in_flight, 4096);
+/// assert_eq!(cfg.max_in_flight, 1024);
 /// ```
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
@@ -57,19 +58,31 @@ pub struct NodeConfig {
     pub max_body_bytes: usize,
     /// Requests handled at once; more wait in the client connection.
     pub max_in_flight: usize,
+    /// Queries answered at once (a query may read a page of rows or replay an
+    /// aggregate): more wait up to `query_wait`, then get a 503 `busy`, so
+    /// queries can never crowd commands out.
+    pub max_concurrent_queries: usize,
+    /// How long a query waits for one of the `max_concurrent_queries` slots.
+    pub query_wait: Duration,
     /// Most events one `history` query returns.
     pub history_limit: usize,
     /// How long a query with `Jetsource-Min-Seq` waits for its view.
     pub min_seq_wait: Duration,
+    /// Who may send which command and ask which query; `None` lets every caller
+    /// do everything (a development deployment without accounts).
+    pub policy: Option<Arc<Policy>>,
 }
 
 impl Default for NodeConfig {
     fn default() -> Self {
         NodeConfig {
             max_body_bytes: 64 * 1024,
-            max_in_flight: 4096,
+            max_in_flight: 1024,
+            max_concurrent_queries: 32,
+            query_wait: Duration::from_secs(2),
             history_limit: 1000,
             min_seq_wait: Duration::from_secs(2),
+            policy: None,
         }
     }
 }
@@ -212,6 +225,7 @@ impl std::fmt::Debug for Node {
 
 struct Context {
     config: NodeConfig,
+    queries: Semaphore,
 }
 
 impl Node {
@@ -307,6 +321,7 @@ impl Node {
         }
         let context = Arc::new(Context {
             config: self.config.clone(),
+            queries: Semaphore::new(self.config.max_concurrent_queries.max(1)),
         });
         let in_flight = Arc::new(Semaphore::new(self.config.max_in_flight));
         let (stop_tx, stop_rx) = watch::channel(false);
@@ -433,18 +448,9 @@ async fn handle(context: &Context, route: Route, request: service::Request) {
         correlation_id = tracing::field::Empty
     );
     async {
-        let result = match &route {
-            Route::Command(h, command) => command_reply(context, h.as_ref(), command, msg).await,
-            Route::Query(h, query) => query_reply(context, h.as_ref(), query, msg).await,
-            Route::View(served, query) => view_reply(context, served, query, msg).await,
-            Route::Status(store) => crate::projection::status::consumers(store)
-                .await
-                .map(|c| {
-                    serde_json::to_vec(&serde_json::json!({"consumers": c}))
-                        .expect("JSON")
-                        .into()
-                })
-                .map_err(|e| Rejection::new(Status::Unavailable, "store_unavailable", e)),
+        let result = match authorize(context, &route, msg) {
+            Ok(caller) => answer(context, &route, &caller, msg).await,
+            Err(rejection) => Err(rejection),
         };
         let sent = match result {
             Ok(body) => {
@@ -469,10 +475,89 @@ async fn handle(context: &Context, route: Route, request: service::Request) {
     .await
 }
 
+/// The caller, if the policy lets it take this route; a refusal is logged for audit.
+fn authorize(
+    context: &Context,
+    route: &Route,
+    msg: &async_nats::Message,
+) -> Result<Caller, Rejection> {
+    let caller = request::caller(msg)?;
+    let Some(policy) = &context.config.policy else {
+        return Ok(caller);
+    };
+    let action = match route {
+        Route::Command(h, command) => Action::Command {
+            aggregate: h.aggregate(),
+            command,
+        },
+        Route::Query(h, query) => Action::Query {
+            view: h.aggregate(),
+            query,
+        },
+        Route::View(served, query) => Action::Query {
+            view: served.queries.view(),
+            query,
+        },
+        Route::Status(_) => Action::Query {
+            view: "system",
+            query: "status",
+        },
+    };
+    policy.authorize(&caller, action).map_err(|denied| {
+        tracing::warn!(target: "audit", caller = %caller, %action, "denied");
+        Rejection::new(Status::Forbidden, "forbidden", denied)
+    })?;
+    Ok(caller)
+}
+
+async fn answer(
+    context: &Context,
+    route: &Route,
+    caller: &Caller,
+    msg: &async_nats::Message,
+) -> Result<Bytes, Rejection> {
+    let _slot = match route {
+        Route::Command(..) => None,
+        _ => Some(query_slot(context).await?),
+    };
+    match route {
+        Route::Command(h, command) => {
+            command_reply(context, h.as_ref(), command, caller, msg).await
+        }
+        Route::Query(h, query) => query_reply(context, h.as_ref(), query, msg).await,
+        Route::View(served, query) => view_reply(context, served, query, msg).await,
+        Route::Status(store) => crate::projection::status::consumers(store)
+            .await
+            .map(|c| {
+                serde_json::to_vec(&serde_json::json!({"consumers": c}))
+                    .expect("JSON")
+                    .into()
+            })
+            .map_err(|e| Rejection::new(Status::Unavailable, "store_unavailable", e)),
+    }
+}
+
+/// One of the node's query slots, or a 503 once `query_wait` has passed.
+async fn query_slot(context: &Context) -> Result<tokio::sync::SemaphorePermit<'_>, Rejection> {
+    let wait = context.config.query_wait;
+    match tokio::time::timeout(wait, context.queries.acquire()).await {
+        Ok(Ok(permit)) => Ok(permit),
+        _ => Err(Rejection::new(
+            Status::Unavailable,
+            "busy",
+            format!(
+                "all {} query slots busy for {wait:?}; retry",
+                context.config.max_concurrent_queries
+            ),
+        )),
+    }
+}
+
 async fn command_reply(
     context: &Context,
     handler: &dyn Handler,
     command: &str,
+    caller: &Caller,
     msg: &async_nats::Message,
 ) -> Result<Bytes, Rejection> {
     let client_id = request::client_command_id(msg)?;
@@ -481,7 +566,7 @@ async fn command_reply(
     // Only a client's own id can come back as a retry; a made-up one cannot.
     let may_be_retry = client_id.is_some();
     let command_id = client_id.unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
-    let metadata = request::metadata(msg, &command_id);
+    let metadata = request::metadata(msg, &command_id, caller, context.config.policy.as_deref())?;
     if let Some(correlation) = &metadata.correlation_id {
         tracing::Span::current().record("correlation_id", correlation.as_str());
     }

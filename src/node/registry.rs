@@ -41,6 +41,10 @@ pub(crate) struct Registered<A: Aggregate> {
     pub(crate) commands: Vec<&'static str>,
 }
 
+/// Most bytes of events one `history` reply carries; the rest is on the next
+/// page (`after` = the reply's `next`).
+const MAX_HISTORY_BYTES: usize = 512 * 1024;
+
 fn unavailable(e: impl std::fmt::Display) -> Rejection {
     Rejection::new(Status::Unavailable, "store_unavailable", e)
 }
@@ -49,6 +53,7 @@ fn read_rejection(e: ReadError) -> Rejection {
     match e.kind() {
         ReadErrorKind::InvalidName { .. } => Rejection::new(Status::Invalid, "invalid_id", e),
         ReadErrorKind::Malformed(_) => Rejection::new(Status::Unavailable, "unreadable_history", e),
+        ReadErrorKind::TooLong { .. } => Rejection::new(Status::Invalid, "too_far_back", e),
         _ => unavailable(e),
     }
 }
@@ -187,11 +192,13 @@ where
                 .await
                 .map_err(read_rejection)?;
             let mut events = Vec::with_capacity(recorded.len());
+            let mut bytes = 0;
+            let mut next = None;
             for r in &recorded {
                 let typed = decode_event::<A::Event>(r)
                     .map_err(|m| read_rejection(ReadError::new(ReadErrorKind::Malformed(m))))?;
                 let (_, data) = event_parts(&typed).map_err(unavailable)?;
-                events.push(json!({
+                let event = json!({
                     "seq": r.seq,
                     "version": r.version,
                     "type": r.event_type,
@@ -202,10 +209,17 @@ where
                     "correlation_id": r.metadata.correlation_id,
                     "causation_id": r.metadata.causation_id,
                     "actor": r.metadata.actor,
-                    "tenant": r.metadata.tenant,
+                    "on_behalf_of": r.metadata.on_behalf_of,
                     "command_id": r.metadata.command_id,
                     "data": data,
-                }));
+                });
+                // A reply must fit the server's max_payload (1 MB by default).
+                bytes += serde_json::to_vec(&event).map_or(0, |b| b.len());
+                if bytes > MAX_HISTORY_BYTES && !events.is_empty() {
+                    next = events.last().map(|e: &Value| e["seq"].clone());
+                    break;
+                }
+                events.push(event);
             }
             if events.is_empty() && after == 0 {
                 return Err(Rejection::new(
@@ -214,7 +228,7 @@ where
                     format!("no {} {id}", A::NAME),
                 ));
             }
-            Ok(json!({"aggregate": A::NAME, "id": id, "events": events}))
+            Ok(json!({"aggregate": A::NAME, "id": id, "events": events, "next": next}))
         })
     }
 }

@@ -11,6 +11,9 @@ pub enum Status {
     /// 400: the request cannot be read (bad JSON/CBOR, wrong shape, too large,
     /// unsupported content type).
     Malformed,
+    /// 403: the caller's identity may not send this command or ask this query
+    /// (see [`Policy`](crate::Policy)), or set a header reserved to others.
+    Forbidden,
     /// 404: no such aggregate, command, query or aggregate instance.
     NotFound,
     /// 409: a domain rule, an expected-version mismatch or a lasting conflict.
@@ -26,6 +29,7 @@ impl Status {
     pub fn code(self) -> u16 {
         match self {
             Status::Malformed => 400,
+            Status::Forbidden => 403,
             Status::NotFound => 404,
             Status::Conflict => 409,
             Status::Invalid => 422,

@@ -1,6 +1,7 @@
 //! Reading a command or query request: size, content type, body, id, headers.
 
 use super::reply::{Rejection, Status};
+use crate::policy::{Caller, Policy};
 use crate::store::headers;
 use crate::store::{Codec, Metadata};
 use async_nats::Message;
@@ -11,8 +12,16 @@ pub const COMMAND_ID: &str = headers::COMMAND_ID;
 /// The client's optimistic check on the aggregate version.
 pub const EXPECTED_VERSION: &str = "Jetsource-Expected-Version";
 
+/// The header the NATS server writes on a request that came through a service
+/// import: the caller's account and user (a client cannot forge it there).
+pub const REQUEST_INFO: &str = "Nats-Request-Info";
+
 /// Longest command id accepted.
 const MAX_COMMAND_ID: usize = 128;
+/// Longest version or sequence header (`u64::MAX` has 20 digits).
+const MAX_NUMBER: usize = 24;
+/// Longest `Content-Type` read.
+const MAX_CONTENT_TYPE: usize = 128;
 
 /// A request body, decoded, with its aggregate id taken out.
 #[derive(Debug)]
@@ -64,7 +73,7 @@ pub(crate) fn object(msg: &Message, max_bytes: usize) -> Result<Map<String, Valu
             ),
         ));
     }
-    let codec = match header(msg, headers::CONTENT_TYPE) {
+    let codec = match text(msg, headers::CONTENT_TYPE, MAX_CONTENT_TYPE)? {
         None => Codec::Json,
         Some(ct) => Codec::from_content_type(ct).ok_or_else(|| {
             Rejection::new(
@@ -100,7 +109,7 @@ pub const MIN_SEQ: &str = "Jetsource-Min-Seq";
 
 /// `Jetsource-Min-Seq`, if sent.
 pub(crate) fn min_seq(msg: &Message) -> Result<Option<u64>, Rejection> {
-    header(msg, MIN_SEQ)
+    text(msg, MIN_SEQ, MAX_NUMBER)?
         .map(|v| {
             v.trim().parse::<u64>().map_err(|_| {
                 Rejection::new(
@@ -115,7 +124,7 @@ pub(crate) fn min_seq(msg: &Message) -> Result<Option<u64>, Rejection> {
 
 /// The command's idempotency key if the client sent one (validated).
 pub(crate) fn client_command_id(msg: &Message) -> Result<Option<String>, Rejection> {
-    match header(msg, COMMAND_ID) {
+    match text(msg, COMMAND_ID, MAX_COMMAND_ID)? {
         None => Ok(None),
         Some(id) => {
             let ok = !id.is_empty()
@@ -136,25 +145,121 @@ pub(crate) fn client_command_id(msg: &Message) -> Result<Option<String>, Rejecti
     }
 }
 
+/// Longest correlation id, actor or on-behalf-of value accepted.
+const MAX_NAME: usize = 128;
+/// Longest `Nats-Request-Info` read (the server's is a few hundred bytes).
+const MAX_REQUEST_INFO: usize = 4096;
+
+/// Header `name`, if sent, bounded to `max` bytes of text without control
+/// characters (bytes that were not UTF-8 arrive as U+FFFD and are refused too).
+fn text<'a>(msg: &'a Message, name: &str, max: usize) -> Result<Option<&'a str>, Rejection> {
+    let Some(value) = header(msg, name) else {
+        return Ok(None);
+    };
+    if value.len() > max {
+        return Err(Rejection::new(
+            Status::Malformed,
+            "header_too_long",
+            format!("header {name} has {} bytes, more than {max}", value.len()),
+        ));
+    }
+    if value
+        .chars()
+        .any(|c| c.is_control() || c == char::REPLACEMENT_CHARACTER)
+    {
+        return Err(Rejection::new(
+            Status::Malformed,
+            "invalid_header",
+            format!("header {name} must be UTF-8 text without control characters"),
+        ));
+    }
+    Ok(Some(value))
+}
+
+/// Who sent the request: the account and user the server wrote into
+/// `Nats-Request-Info` when the request came through a service import, else a
+/// client of jetsource's own account.
+pub(crate) fn caller(msg: &Message) -> Result<Caller, Rejection> {
+    #[derive(serde::Deserialize)]
+    struct RequestInfo {
+        acc: String,
+        #[serde(default)]
+        user: Option<String>,
+    }
+    let Some(info) = text(msg, REQUEST_INFO, MAX_REQUEST_INFO)? else {
+        return Ok(Caller::Internal);
+    };
+    let info: RequestInfo = serde_json::from_str(info).map_err(|e| {
+        Rejection::new(
+            Status::Malformed,
+            "invalid_header",
+            format!("header {REQUEST_INFO} is not the server's client info: {e}"),
+        )
+    })?;
+    Ok(Caller::Client {
+        account: info.acc,
+        user: info.user,
+    })
+}
+
 /// The metadata every event of this command carries: correlation defaults to the
-/// command id, causation is the command id, actor and tenant are copied.
-pub(crate) fn metadata(msg: &Message, command_id: &str) -> Metadata {
-    let copy = |name| header(msg, name).map(str::to_string);
-    Metadata {
-        correlation_id: Some(
-            copy(headers::CORRELATION_ID).unwrap_or_else(|| command_id.to_string()),
-        ),
+/// command id, causation is the command id, the actor is the caller's identity
+/// (a client of jetsource's own account may name one), and the end user acted for
+/// is kept only from callers the policy lets delegate.
+pub(crate) fn metadata(
+    msg: &Message,
+    command_id: &str,
+    caller: &Caller,
+    policy: Option<&Policy>,
+) -> Result<Metadata, Rejection> {
+    let correlation_id = text(msg, headers::CORRELATION_ID, MAX_NAME)?;
+    if correlation_id.is_some_and(|c| c.contains(' ')) {
+        return Err(Rejection::new(
+            Status::Malformed,
+            "invalid_header",
+            format!("header {} must not contain spaces", headers::CORRELATION_ID),
+        ));
+    }
+    let named_actor = text(msg, headers::ACTOR, MAX_NAME)?;
+    let actor = match caller {
+        Caller::Internal => named_actor.map(str::to_string),
+        Caller::Client { .. } if named_actor.is_some() => {
+            return Err(Rejection::new(
+                Status::Forbidden,
+                "forbidden",
+                format!(
+                "{caller} may not set {}: the actor is your NATS identity; name the end user in {}",
+                headers::ACTOR,
+                headers::ON_BEHALF_OF
+            ),
+            ))
+        }
+        Caller::Client { .. } => caller.actor(),
+    };
+    let on_behalf_of = text(msg, headers::ON_BEHALF_OF, MAX_NAME)?;
+    if on_behalf_of.is_some() && !policy.is_none_or(|p| p.may_delegate(caller)) {
+        return Err(Rejection::new(
+            Status::Forbidden,
+            "forbidden",
+            format!(
+                "{caller} may not act on behalf of others ({})",
+                headers::ON_BEHALF_OF
+            ),
+        ));
+    }
+    Ok(Metadata {
+        correlation_id: Some(correlation_id.unwrap_or(command_id).to_string()),
         causation_id: Some(command_id.to_string()),
-        actor: copy(headers::ACTOR),
-        tenant: copy(headers::TENANT),
+        actor,
+        on_behalf_of: on_behalf_of.map(str::to_string),
         command_id: Some(command_id.to_string()),
         custom: Default::default(),
-    }
+    })
 }
 
 /// `Jetsource-Expected-Version`, if sent.
 pub(crate) fn expected_version(msg: &Message) -> Result<Option<u64>, Rejection> {
-    header(msg, EXPECTED_VERSION)
+    text(msg, EXPECTED_VERSION, MAX_NUMBER)?
         .map(|v| {
             v.trim().parse::<u64>().map_err(|_| {
                 Rejection::new(

@@ -70,7 +70,21 @@ pub fn id_field<'a>(fields: &'a Map<String, Value>, name: &str) -> Result<&'a st
 #[derive(Debug, Clone)]
 pub struct Rows {
     kv: kv::Store,
+    store: crate::store::EventStore,
 }
+
+/// One page of rows in the order they were last written, and where the next
+/// page starts (`None`: this was the last).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page {
+    /// Keys and values.
+    pub rows: Vec<(String, Value)>,
+    /// The cursor to pass as `after` for the next page.
+    pub next: Option<u64>,
+}
+
+/// Most bytes one page of rows may carry from the server.
+const MAX_PAGE_BYTES: usize = 1024 * 1024;
 
 fn unavailable(e: impl std::fmt::Display) -> Rejection {
     Rejection::new(Status::Unavailable, "store_unavailable", e)
@@ -103,28 +117,54 @@ impl Rows {
         Ok(row.value)
     }
 
-    /// Every live row whose key starts with `prefix` (a full scan: for modest views).
-    pub async fn scan(&self, prefix: &str) -> Result<Vec<(String, Value)>, Rejection> {
-        use futures::StreamExt;
-        let mut keys = self.kv.keys().await.map_err(unavailable)?;
-        let mut wanted = Vec::new();
-        while let Some(key) = keys.next().await {
-            let key = key.map_err(unavailable)?;
-            if key.starts_with(prefix) && storage::is_row_key(&key) {
-                wanted.push(key);
+    /// Up to `limit` live rows whose keys start with `prefix` (ending in `.`),
+    /// in the order they were last written, starting after cursor `after` (0 for
+    /// the first page). One batched direct get: the cost is the page's, whatever
+    /// the view's size. A row written while a client pages through may show up
+    /// again on a later page, but no row present throughout is skipped.
+    pub async fn page(&self, prefix: &str, after: u64, limit: usize) -> Result<Page, Rejection> {
+        let bucket_prefix = format!("$KV.{}.", self.kv.name);
+        let request = serde_json::json!({
+            "seq": after + 1,
+            "next_by_subj": format!("{bucket_prefix}{prefix}>"),
+            "batch": limit.max(1),
+            "max_bytes": MAX_PAGE_BYTES,
+        });
+        let (messages, pending) = self
+            .store
+            .direct_get_on(&self.kv.stream_name, &request, true)
+            .await
+            .map_err(unavailable)?;
+        let mut rows = Vec::with_capacity(messages.len());
+        let mut last = after;
+        for msg in &messages {
+            let header = |name: &str| msg.headers.as_ref().and_then(|h| h.get(name));
+            last = header("Nats-Sequence")
+                .and_then(|s| s.as_str().parse().ok())
+                .ok_or_else(|| unavailable("a direct get reply without Nats-Sequence"))?;
+            if header("KV-Operation").is_some() {
+                continue; // a deleted row's marker
+            }
+            let Some(key) = header("Nats-Subject")
+                .and_then(|s| s.as_str().strip_prefix(&bucket_prefix))
+                .filter(|key| storage::is_row_key(key))
+            else {
+                continue;
+            };
+            let row = storage::decode_row(&msg.payload)
+                .ok_or_else(|| unavailable(format!("row {key} is not a stored row")))?;
+            if let Some(value) = row.value {
+                rows.push((key.to_string(), value));
             }
         }
-        let rows = futures::stream::iter(wanted)
-            .map(|key| async move { self.get(&key).await.map(|v| v.map(|v| (key, v))) })
-            .buffer_unordered(64)
-            .collect::<Vec<_>>()
-            .await;
-        rows.into_iter().filter_map(Result::transpose).collect()
+        let next = (pending > 0 && !messages.is_empty()).then_some(last);
+        Ok(Page { rows, next })
     }
 }
 
 pub(crate) struct Served {
     pub(crate) queries: Box<dyn ViewQueries>,
+    store: crate::store::EventStore,
     js: async_nats::jetstream::Context,
     replicas: usize,
     /// The active version, kept current by a watch on `view_versions`.
@@ -182,9 +222,11 @@ impl Served {
         };
         let rows = Rows {
             kv: open_bucket(&js, versions::bucket_name(projection, version), replicas).await?,
+            store: store.clone(),
         };
         Ok(Served {
             queries,
+            store: store.clone(),
             js,
             replicas,
             active,
@@ -207,6 +249,7 @@ impl Served {
             kv: open_bucket(&self.js, name, self.replicas)
                 .await
                 .map_err(unavailable)?,
+            store: self.store.clone(),
         };
         *self.current.write().await = (active, rows.clone());
         Ok((active, rows))

@@ -23,10 +23,10 @@ pub mod headers {
     pub const CORRELATION_ID: &str = "Jetsource-Correlation-Id";
     /// What directly caused this event (a command or event id).
     pub const CAUSATION_ID: &str = "Jetsource-Causation-Id";
-    /// Who acted.
+    /// Who acted: the authenticated NATS identity that sent the command.
     pub const ACTOR: &str = "Jetsource-Actor";
-    /// Whose data this is.
-    pub const TENANT: &str = "Jetsource-Tenant";
+    /// The end user a delegating client acted for (never an identity by itself).
+    pub const ON_BEHALF_OF: &str = "Jetsource-On-Behalf-Of";
     /// The idempotency key of the command that produced the event.
     pub const COMMAND_ID: &str = "Jetsource-Command-Id";
     /// Prefix of user-defined metadata headers: `Jetsource-Meta-<key>`.
@@ -63,8 +63,8 @@ pub struct Metadata {
     pub causation_id: Option<String>,
     /// Who acted.
     pub actor: Option<String>,
-    /// Whose data this is.
-    pub tenant: Option<String>,
+    /// The end user a delegating client acted for, as that client named them.
+    pub on_behalf_of: Option<String>,
     /// The idempotency key of the command. An append whose first event carries
     /// one is stored at most once per aggregate within the stream's duplicate
     /// window: a later append with the same command id on the same aggregate is
@@ -92,9 +92,9 @@ impl Metadata {
         self.actor = Some(v.into());
         self
     }
-    /// Sets the tenant.
-    pub fn with_tenant(mut self, v: impl Into<String>) -> Self {
-        self.tenant = Some(v.into());
+    /// Sets the end user acted for.
+    pub fn with_on_behalf_of(mut self, v: impl Into<String>) -> Self {
+        self.on_behalf_of = Some(v.into());
         self
     }
     /// Sets the command id.
@@ -113,7 +113,7 @@ impl Metadata {
             (headers::CORRELATION_ID, &self.correlation_id),
             (headers::CAUSATION_ID, &self.causation_id),
             (headers::ACTOR, &self.actor),
-            (headers::TENANT, &self.tenant),
+            (headers::ON_BEHALF_OF, &self.on_behalf_of),
             (headers::COMMAND_ID, &self.command_id),
         ];
         for (name, value) in pairs {
@@ -141,7 +141,7 @@ impl Metadata {
             correlation_id: get(headers::CORRELATION_ID),
             causation_id: get(headers::CAUSATION_ID),
             actor: get(headers::ACTOR),
-            tenant: get(headers::TENANT),
+            on_behalf_of: get(headers::ON_BEHALF_OF),
             command_id: get(headers::COMMAND_ID),
             custom,
         }

@@ -32,6 +32,12 @@ pub enum ReadErrorKind {
     TimedOut,
     /// The server or stream is not reachable.
     Unavailable,
+    /// Reading on would replay more events than a bounded read may (time
+    /// travel far from any snapshot).
+    TooLong {
+        /// The most events the read may replay.
+        limit: u64,
+    },
     /// The server answered with an error status.
     Store {
         /// Status code.
@@ -48,6 +54,10 @@ impl fmt::Display for ReadErrorKind {
             Self::Malformed(m) => write!(f, "{m}"),
             Self::TimedOut => write!(f, "read timed out"),
             Self::Unavailable => write!(f, "event store unavailable"),
+            Self::TooLong { limit } => write!(
+                f,
+                "more than {limit} events to replay from the nearest snapshot: pick a later point"
+            ),
             Self::Store { code, description } => {
                 write!(f, "store refused the read ({code}): {description}")
             }
@@ -452,10 +462,22 @@ impl EventStore {
         .map_err(|m| ReadError::new(ReadErrorKind::Malformed(m)))
     }
 
-    /// One direct-get request; `batched` requests end with an EOB status. Returns the
-    /// messages and how many more match after them.
+    /// One direct-get request on the event stream; `batched` requests end with an
+    /// EOB status. Returns the messages and how many more match after them.
     async fn direct_get(
         &self,
+        request: &Value,
+        batched: bool,
+    ) -> Result<(Vec<Message>, u64), ReadError> {
+        self.direct_get_on(&self.inner.config.stream, request, batched)
+            .await
+    }
+
+    /// [`direct_get`](Self::direct_get) on any stream of the store's account (a
+    /// view's KV bucket, say), through the same reply multiplexer.
+    pub(crate) async fn direct_get_on(
+        &self,
+        stream: &str,
         request: &Value,
         batched: bool,
     ) -> Result<(Vec<Message>, u64), ReadError> {
@@ -465,7 +487,7 @@ impl EventStore {
             .reads
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut route = inner.mux.route();
-        let subject = format!("$JS.API.DIRECT.GET.{}", inner.config.stream);
+        let subject = format!("$JS.API.DIRECT.GET.{stream}");
         let body = serde_json::to_vec(request).expect("a JSON value serializes");
         inner
             .client

@@ -1,6 +1,8 @@
 //! A tiny ledger aggregate shared by the integration tests, and helpers.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod raw;
+
 use jetsource::testing::TestServer;
 use jetsource::{Aggregate, DomainEvent, EventStore, StoreConfig};
 use serde::{Deserialize, Serialize};

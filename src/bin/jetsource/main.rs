@@ -8,6 +8,7 @@ mod demo;
 mod dlq;
 mod events;
 mod node;
+mod policy;
 mod project;
 mod saga;
 mod send;
@@ -49,6 +50,9 @@ enum Command {
     Events(events::Args),
     /// Show the nodes of the service and the event store.
     Status(status::Args),
+    /// Who may do what: `jetsource policy nats-config dev/policy.toml` prints the
+    /// NATS accounts the node's `--policy` expects.
+    Policy(policy::Args),
     /// Find a nats-server >= 2.12 (NATS_SERVER_BIN, PATH, cache) or provision the
     /// pinned one; print its path on stdout (its version on stderr).
     NatsServer,
@@ -78,6 +82,7 @@ async fn main() -> ExitCode {
         Command::Query(args) => send::query(args).await,
         Command::Events(args) => events::run(args).await,
         Command::Status(args) => status::run(args).await,
+        Command::Policy(args) => policy::run(args),
         Command::NatsServer => nats_server(),
     };
     match result {

@@ -8,7 +8,7 @@ use jetsource::domain::{Organization, Person};
 use jetsource::nats_server::Durability;
 use jetsource::node::{Node, NodeConfig};
 use jetsource::store::GroupCommitConfig;
-use jetsource::{EventStore, Repository, StoreConfig};
+use jetsource::{EventStore, Policy, Repository, StoreConfig};
 use std::time::Duration;
 
 #[derive(clap::Args, Debug)]
@@ -35,6 +35,11 @@ pub(crate) struct Args {
     /// Snapshot every N events of an aggregate.
     #[arg(long, default_value_t = 100)]
     snapshot_every: u64,
+    /// Who may send which command and ask which query (see `jetsource policy`).
+    /// Without one every caller may do everything: development only, and the
+    /// node says so when it starts.
+    #[arg(long, env = "JETSOURCE_POLICY")]
+    policy: Option<std::path::PathBuf>,
     /// Seconds to let in-flight commands finish on shutdown.
     #[arg(long, default_value_t = 10)]
     grace: u64,
@@ -42,6 +47,16 @@ pub(crate) struct Args {
 
 pub(crate) async fn run(args: Args) -> Result<Outcome> {
     crate::init_logging(&args.log_level)?;
+    let policy = match &args.policy {
+        Some(path) => Some(std::sync::Arc::new(Policy::load(path)?)),
+        None => {
+            tracing::warn!(
+                "no --policy: every caller may send every command and query, and a client \
+                 may name any actor (fine for development on loopback, never in production)"
+            );
+            None
+        }
+    };
     let client = args.connection.connect("jetsource node").await?;
     let store = EventStore::open(
         client,
@@ -56,6 +71,7 @@ pub(crate) async fn run(args: Args) -> Result<Outcome> {
     .await?;
     let config = NodeConfig {
         max_body_bytes: args.max_body_bytes,
+        policy,
         ..Default::default()
     };
     let people = Repository::<Person>::with_snapshots(

@@ -24,9 +24,9 @@ pub(crate) struct Args {
     /// Who acts.
     #[arg(long)]
     actor: Option<String>,
-    /// Whose data.
+    /// The end user acted for (only clients the policy lets delegate).
     #[arg(long)]
-    tenant: Option<String>,
+    on_behalf_of: Option<String>,
     #[command(flatten)]
     common: Common,
 }
@@ -56,7 +56,7 @@ pub(crate) async fn run(args: Args) -> Result<Outcome> {
         (headers::COMMAND_ID, &args.command_id),
         (headers::CORRELATION_ID, &args.correlation_id),
         (headers::ACTOR, &args.actor),
-        (headers::TENANT, &args.tenant),
+        (headers::ON_BEHALF_OF, &args.on_behalf_of),
     ];
     for (name, value) in pairs {
         if let Some(v) = value {

@@ -217,6 +217,11 @@ pub(crate) async fn run(args: Args) -> Result<Outcome> {
     wait_for_node(&client, &mut running).await?;
 
     println!("jetsource is up (durability: safe)");
+    println!(
+        "  development mode: no authentication on loopback, every client may send every \
+         command and name any actor; production uses dev/nats-production.conf and \
+         `jetsource node --policy dev/policy.toml` (README, Operations)"
+    );
     println!("  nats-server   {url}   data {}", store_dir.display());
     for r in &running {
         println!(
