@@ -3,28 +3,15 @@
 
 mod support;
 
-use jetsource::domain::directory::DirectoryQueries;
-use jetsource::domain::{Organization, Person};
-use jetsource::node::{Node, NodeConfig, RunningNode};
+use jetsource::node::{NodeConfig, RunningNode};
 use jetsource::testing::TestServer;
-use jetsource::{EventStore, StoreConfig};
+use jetsource::EventStore;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 use support::raw::{Frame, Raw};
 
 async fn node(server: &TestServer) -> (async_nats::Client, EventStore, RunningNode) {
-    let client = jetsource::connect(&server.url()).await.unwrap();
-    let store = EventStore::open(client.clone(), StoreConfig::default())
-        .await
-        .unwrap();
-    let node = Node::new(store.clone(), NodeConfig::default())
-        .register::<Person>(Default::default())
-        .register::<Organization>(Default::default())
-        .view(DirectoryQueries)
-        .start()
-        .await
-        .unwrap();
-    (client, store, node)
+    support::reference_node(server, NodeConfig::default()).await
 }
 
 fn register(id: &str) -> Vec<u8> {

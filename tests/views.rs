@@ -3,7 +3,7 @@
 mod support;
 
 use async_nats::HeaderMap;
-use jetsource::domain::directory::{DirectoryQueries, PersonDirectory};
+use jetsource::domain::directory::PersonDirectory;
 use jetsource::domain::{Organization, Person};
 use jetsource::node::{Node, NodeConfig};
 use jetsource::projection::{ProjectionRunner, RunnerConfig};
@@ -16,24 +16,11 @@ async fn node(
     server: &TestServer,
     min_seq_wait: Duration,
 ) -> (async_nats::Client, EventStore, jetsource::node::RunningNode) {
-    let client = jetsource::connect(&server.url()).await.unwrap();
-    let store = EventStore::open(client.clone(), StoreConfig::default())
-        .await
-        .unwrap();
-    let node = Node::new(
-        store.clone(),
-        NodeConfig {
-            min_seq_wait,
-            ..Default::default()
-        },
-    )
-    .register::<Person>(Default::default())
-    .register::<Organization>(Default::default())
-    .view(DirectoryQueries)
-    .start()
-    .await
-    .unwrap();
-    (client, store, node)
+    let config = NodeConfig {
+        min_seq_wait,
+        ..Default::default()
+    };
+    support::reference_node(server, config).await
 }
 
 async fn ask(

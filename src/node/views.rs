@@ -119,27 +119,38 @@ impl Rows {
 
     /// Up to `limit` live rows whose keys start with `prefix` (ending in `.`),
     /// in the order they were last written, starting after cursor `after` (0 for
-    /// the first page). One batched direct get: the cost is the page's, whatever
-    /// the view's size. A row written while a client pages through may show up
+    /// the first page). A row written while a client pages through may show up
     /// again on a later page, but no row present throughout is skipped.
+    ///
+    /// One direct get per row (`next_by_subj` from the cursor), so a page costs
+    /// `limit + 1` lookups whatever the view's size. Not one batched direct get:
+    /// the server answers a batch with a pending count that it computes over
+    /// every key after the cursor, which made a page's time grow with the view.
     pub async fn page(&self, prefix: &str, after: u64, limit: usize) -> Result<Page, Rejection> {
         let bucket_prefix = format!("$KV.{}.", self.kv.name);
-        let request = serde_json::json!({
-            "seq": after + 1,
-            "next_by_subj": format!("{bucket_prefix}{prefix}>"),
-            "batch": limit.max(1),
-            "max_bytes": MAX_PAGE_BYTES,
-        });
-        let (messages, pending) = self
-            .store
-            .direct_get_on(&self.kv.stream_name, &request, true)
-            .await
-            .map_err(unavailable)?;
-        let mut rows = Vec::with_capacity(messages.len());
-        let mut last = after;
-        for msg in &messages {
+        let filter = format!("{bucket_prefix}{prefix}>");
+        let mut rows = Vec::with_capacity(limit);
+        let mut cursor = after;
+        let mut bytes = 0;
+        loop {
+            let request = serde_json::json!({"seq": cursor + 1, "next_by_subj": filter});
+            let (messages, _) = self
+                .store
+                .direct_get_on(&self.kv.stream_name, &request, false)
+                .await
+                .map_err(unavailable)?;
+            let Some(msg) = messages.first() else {
+                return Ok(Page { rows, next: None });
+            };
+            if rows.len() == limit || bytes > MAX_PAGE_BYTES {
+                // Something follows this page.
+                return Ok(Page {
+                    rows,
+                    next: Some(cursor),
+                });
+            }
             let header = |name: &str| msg.headers.as_ref().and_then(|h| h.get(name));
-            last = header("Nats-Sequence")
+            cursor = header("Nats-Sequence")
                 .and_then(|s| s.as_str().parse().ok())
                 .ok_or_else(|| unavailable("a direct get reply without Nats-Sequence"))?;
             if header("KV-Operation").is_some() {
@@ -154,11 +165,10 @@ impl Rows {
             let row = storage::decode_row(&msg.payload)
                 .ok_or_else(|| unavailable(format!("row {key} is not a stored row")))?;
             if let Some(value) = row.value {
+                bytes += msg.payload.len();
                 rows.push((key.to_string(), value));
             }
         }
-        let next = (pending > 0 && !messages.is_empty()).then_some(last);
-        Ok(Page { rows, next })
     }
 }
 

@@ -239,3 +239,24 @@ pub async fn assert_directory_equals_a_rebuild(store: &EventStore, last: u64) {
         "rows differ from a fresh rebuild: {differing:#?}"
     );
 }
+
+/// A node of the reference domain (Person, Organization, the directory's
+/// queries) on its own connection to `server`.
+pub async fn reference_node(
+    server: &TestServer,
+    config: jetsource::node::NodeConfig,
+) -> (async_nats::Client, EventStore, jetsource::node::RunningNode) {
+    use jetsource::domain::{directory::DirectoryQueries, Organization, Person};
+    let client = jetsource::connect(&server.url()).await.unwrap();
+    let store = EventStore::open(client.clone(), StoreConfig::default())
+        .await
+        .unwrap();
+    let node = jetsource::node::Node::new(store.clone(), config)
+        .register::<Person>(Default::default())
+        .register::<Organization>(Default::default())
+        .view(DirectoryQueries)
+        .start()
+        .await
+        .unwrap();
+    (client, store, node)
+}

@@ -47,7 +47,18 @@ pub(crate) struct Connection {
 
 impl Connection {
     pub(crate) async fn connect(&self, name: &str) -> crate::Result<async_nats::Client> {
-        let mut options = async_nats::ConnectOptions::new().name(name);
+        self.connect_with(name, async_nats::ConnectOptions::new())
+            .await
+    }
+
+    /// [`connect`](Self::connect) starting from `options` (a node's bounded
+    /// subscription queues, say).
+    pub(crate) async fn connect_with(
+        &self,
+        name: &str,
+        options: async_nats::ConnectOptions,
+    ) -> crate::Result<async_nats::Client> {
+        let mut options = options.name(name);
         if let Some(path) = &self.creds {
             options = options.credentials_file(path).await?;
         }

@@ -11,6 +11,9 @@ use jetsource::store::GroupCommitConfig;
 use jetsource::{EventStore, Policy, Repository, StoreConfig};
 use std::time::Duration;
 
+/// Requests queued per served subject before the client drops more.
+const QUEUED_PER_SUBJECT: usize = 1024;
+
 #[derive(clap::Args, Debug)]
 pub(crate) struct Args {
     #[command(flatten)]
@@ -57,7 +60,15 @@ pub(crate) async fn run(args: Args) -> Result<Outcome> {
             None
         }
     };
-    let client = args.connection.connect("jetsource node").await?;
+    // Requests beyond the in-flight limit wait in each endpoint's subscription
+    // queue; bounding it (async-nats' default is 65,536 messages) bounds the
+    // node's memory: past it the client drops requests (logged as a slow
+    // consumer) and their senders time out and retry.
+    let options = async_nats::ConnectOptions::new().subscription_capacity(QUEUED_PER_SUBJECT);
+    let client = args
+        .connection
+        .connect_with("jetsource node", options)
+        .await?;
     let store = EventStore::open(
         client,
         StoreConfig {
