@@ -38,6 +38,8 @@ pub struct RepositoryConfig {
     pub timeout_retries: usize,
     /// Share batches with concurrent commands (group commit). On by default.
     pub group_commit: bool,
+    /// Most events one time-travel load ([`Repository::load_at`]) replays.
+    pub max_time_travel_events: u64,
 }
 
 impl Default for RepositoryConfig {
@@ -48,15 +50,13 @@ impl Default for RepositoryConfig {
             conflict_backoff: Duration::from_millis(2),
             timeout_retries: 2,
             group_commit: true,
+            max_time_travel_events: 10_000,
         }
     }
 }
 
 /// How many recent commands per cached aggregate are remembered for deduplication.
 const RECENT_COMMANDS: usize = 64;
-
-/// Most events one time-travel load ([`Repository::load_at`]) replays.
-pub const MAX_TIME_TRAVEL_EVENTS: u64 = 10_000;
 
 /// A point in an aggregate's past.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -291,7 +291,7 @@ impl<A: Aggregate> Repository<A> {
     /// The aggregate as it was at a version or an instant (time travel), never from
     /// the cache. A version at or after the latest snapshot starts from it; any
     /// other point replays from the first event. Either way at most
-    /// [`MAX_TIME_TRAVEL_EVENTS`] are replayed, or the load fails with
+    /// [`RepositoryConfig::max_time_travel_events`] are replayed, or the load fails with
     /// [`ReadErrorKind::TooLong`].
     ///
     /// ```no_run
@@ -328,9 +328,10 @@ impl<A: Aggregate> Repository<A> {
                 break;
             }
             replayed += 1;
-            if replayed > MAX_TIME_TRAVEL_EVENTS {
+            let limit = self.config.max_time_travel_events;
+            if replayed > limit {
                 return Err(ReadError::new(crate::store::ReadErrorKind::TooLong {
-                    limit: MAX_TIME_TRAVEL_EVENTS,
+                    limit,
                 }));
             }
             loaded.advance(&recorded)?;

@@ -3,7 +3,9 @@
 mod support;
 
 use async_nats::jetstream::kv;
+use jetsource::repository::PointInTime;
 use jetsource::snapshot::Snapshot;
+use jetsource::store::ReadErrorKind;
 use jetsource::testing::TestServer;
 use jetsource::{Metadata, Repository, RepositoryConfig};
 use std::time::{Duration, Instant};
@@ -151,4 +153,43 @@ async fn a_retry_of_a_command_before_the_snapshot_is_still_recognised() {
     assert!(again.duplicate);
     assert_eq!((again.version, again.seq), (first.version, first.seq));
     assert_eq!(fresh.load("r").await.unwrap().state.balance, 3);
+}
+
+#[tokio::test]
+async fn time_travel_starts_from_the_snapshot_before_the_point_and_is_capped() {
+    let server = TestServer::start_with(jetsource::nats_server::Durability::Fast);
+    let store = open_store(&server).await;
+    let capped = RepositoryConfig {
+        max_time_travel_events: 5,
+        ..RepositoryConfig::default()
+    };
+    let repo = Repository::<Ledger>::with_snapshots(store.clone(), capped, 10)
+        .await
+        .unwrap();
+    let meta = Metadata::default();
+    repo.execute("t", &LedgerCommand::Open { owner: "o".into() }, &meta)
+        .await
+        .unwrap();
+    for _ in 0..24 {
+        repo.execute("t", &LedgerCommand::Credit(2), &meta)
+            .await
+            .unwrap();
+    }
+    wait_for_snapshot(&snapshot_bucket(&store).await, "ledger.t", 20).await;
+
+    // Version 23 is 3 events past the snapshot at 20: within the cap of 5.
+    let then = repo.load_at("t", PointInTime::Version(23)).await.unwrap();
+    assert_eq!((then.position.version, then.state.balance), (23, 44));
+    // Version 12 has no snapshot at or before it: 12 events from the start, over the cap.
+    let err = repo
+        .load_at("t", PointInTime::Version(12))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err.kind(), ReadErrorKind::TooLong { limit: 5 }),
+        "{err}"
+    );
+    // Within the cap from the start is fine.
+    let early = repo.load_at("t", PointInTime::Version(4)).await.unwrap();
+    assert_eq!((early.position.version, early.state.balance), (4, 6));
 }

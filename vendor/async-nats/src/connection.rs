@@ -1176,7 +1176,9 @@ mod read_op {
         server.write_all(b"hi\r\n").await.unwrap();
 
         match connection.read_op().await.unwrap() {
-            Some(ServerOp::Message { subject, .. }) => assert_eq!(subject.as_str(), "balance.\u{FFFD}"),
+            Some(ServerOp::Message { subject, .. }) => {
+                assert_eq!(subject.as_str(), "balance.\u{FFFD}")
+            }
             other => panic!("{other:?}"),
         }
     }
@@ -1193,7 +1195,9 @@ mod read_op {
         server.write_all(b"NATS/1.0\r\n\r\nhi\r\n").await.unwrap();
 
         match connection.read_op().await.unwrap() {
-            Some(ServerOp::Message { subject, .. }) => assert_eq!(subject.as_str(), "balance.\u{FFFD}"),
+            Some(ServerOp::Message { subject, .. }) => {
+                assert_eq!(subject.as_str(), "balance.\u{FFFD}")
+            }
             other => panic!("{other:?}"),
         }
     }
@@ -1210,7 +1214,11 @@ mod read_op {
         server.write_all(b"hi\r\n").await.unwrap();
 
         match connection.read_op().await.unwrap() {
-            Some(ServerOp::Message { headers: Some(headers), payload, .. }) => {
+            Some(ServerOp::Message {
+                headers: Some(headers),
+                payload,
+                ..
+            }) => {
                 assert_eq!(payload, "hi");
                 assert_eq!(headers.get("A").unwrap().as_str(), "\u{FFFD}");
                 assert!(headers.get("B").is_none());
