@@ -1,18 +1,27 @@
-//! A different domain served by a jetsource node using only the public API: the
-//! order lifecycle (create, add item, confirm, ship, deliver, cancel).
+//! A second domain as its own app, on the public API alone: the order lifecycle
+//! (create, add item, confirm, ship, deliver, cancel), a projection with a query
+//! (`qry.orders.get`), and a saga with a deadline (an order not shipped in time is
+//! cancelled).
 //!
-//! Run: `cargo run --example orders` (uses `NATS_URL` if set, otherwise starts a
-//! disposable nats-server). It registers the aggregate with one line, sends a few
-//! commands over plain NATS request/reply and prints each reply; it exits non-zero
-//! if any reply is not what the lifecycle says it should be.
+//! Run: `cargo run --example orders -- up --demo` (a local stack of this app, the
+//! story told over plain NATS request/reply, then exit; non-zero if any reply is not
+//! what the lifecycle says), or `-- up` and drive it yourself, or any other
+//! subcommand (`-- --help`).
 
-use jetsource::node::{Node, NodeConfig};
-use jetsource::{Aggregate, DomainError, DomainEvent, EventStore, RefusalKind, StoreConfig};
+use chrono::{DateTime, Duration, Utc};
+use futures::future::BoxFuture;
+use jetsource::node::{views, Rejection, Rows, Status, ViewQueries};
+use jetsource::projection::{ApplyError, Projection, View};
+use jetsource::saga::{Input, Reaction, Saga, SagaCommand};
+use jetsource::{
+    decode_event, Aggregate, DomainError, DomainEvent, MalformedEvent, RecordedEvent, RefusalKind,
+};
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
+use std::sync::Arc;
 
 /// The commands: an externally tagged enum of struct variants (`cmd.order.<Variant>`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 enum OrderCommand {
     Create {
         customer: String,
@@ -22,7 +31,11 @@ enum OrderCommand {
         quantity: u32,
         unit_price_cents: u64,
     },
-    Confirm {},
+    /// `at` is the node's clock when the command arrives.
+    Confirm {
+        ship_within_secs: u64,
+        at: DateTime<Utc>,
+    },
     Ship {
         carrier: String,
     },
@@ -45,6 +58,7 @@ enum OrderEvent {
     },
     OrderConfirmed {
         total_cents: u64,
+        ship_by: DateTime<Utc>,
     },
     OrderShipped {
         carrier: String,
@@ -56,7 +70,7 @@ enum OrderEvent {
 }
 impl DomainEvent for OrderEvent {}
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 enum Stage {
     #[default]
@@ -68,7 +82,7 @@ enum Stage {
     Cancelled,
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct Order {
     stage: Stage,
     customer: String,
@@ -127,9 +141,18 @@ impl Aggregate for Order {
                 quantity: *quantity,
                 unit_price_cents: *unit_price_cents,
             },
-            (Confirm {}, Stage::Open) if self.lines.is_empty() => return Err(OrderError::Empty),
-            (Confirm {}, Stage::Open) => OrderEvent::OrderConfirmed {
+            (Confirm { .. }, Stage::Open) if self.lines.is_empty() => {
+                return Err(OrderError::Empty)
+            }
+            (
+                Confirm {
+                    ship_within_secs,
+                    at,
+                },
+                Stage::Open,
+            ) => OrderEvent::OrderConfirmed {
                 total_cents: self.lines.iter().map(|(_, q, p)| u64::from(*q) * p).sum(),
+                ship_by: *at + Duration::seconds((*ship_within_secs).min(86_400 * 365) as i64),
             },
             (Ship { carrier }, Stage::Confirmed) => OrderEvent::OrderShipped {
                 carrier: carrier.clone(),
@@ -161,50 +184,222 @@ impl Aggregate for Order {
     }
 }
 
-#[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let disposable;
-    let url = match std::env::var("NATS_URL") {
-        Ok(url) => url,
-        Err(_) => {
-            disposable = jetsource::testing::TestServer::start();
-            disposable.url()
-        }
-    };
-    let client = jetsource::connect(&url).await?;
-    let store = EventStore::open(client.clone(), StoreConfig::default()).await?;
-    // Registering an aggregate is one line.
-    let node = Node::new(store, NodeConfig::default())
-        .register::<Order>(Default::default())
-        .start()
-        .await?;
+impl jetsource::snapshot::Snapshot for Order {}
 
-    let id = format!("order-{}", uuid::Uuid::now_v7().simple());
-    let steps: [(&str, Value, &str); 8] = [
-        ("Create", json!({"customer": "c-42"}), "accepted"),
-        ("Confirm", json!({}), "rejected"),
+/// Orders as rows `order.<id>`: customer, status, items, total, ship-by.
+#[derive(Debug, Clone, Copy)]
+struct OrderSummary;
+
+impl Projection for OrderSummary {
+    fn name(&self) -> &str {
+        "order_summary"
+    }
+
+    fn aggregates(&self) -> &[&'static str] {
+        &["order"]
+    }
+
+    fn apply(&self, view: &mut View, event: &RecordedEvent) -> Result<(), ApplyError> {
+        let key = format!("order.{}", event.aggregate_id);
+        let e = decode_event::<OrderEvent>(event).map_err(|m| ApplyError::Failed(m.to_string()))?;
+        if let OrderEvent::OrderCreated { customer } = &e {
+            let row = json!({"id": event.aggregate_id, "customer": customer, "status": "open", "items": 0, "total_cents": 0});
+            view.put(&key, row);
+            return Ok(());
+        }
+        let mut row = view
+            .get(&key)?
+            .cloned()
+            .ok_or_else(|| ApplyError::Failed(format!("{key} changed before it was created")))?;
+        match e {
+            OrderEvent::OrderCreated { .. } => unreachable!("handled above"),
+            OrderEvent::ItemAdded {
+                quantity,
+                unit_price_cents,
+                ..
+            } => {
+                row["items"] = json!(row["items"].as_u64().unwrap_or(0) + u64::from(quantity));
+                let line = u64::from(quantity) * unit_price_cents;
+                row["total_cents"] = json!(row["total_cents"].as_u64().unwrap_or(0) + line);
+            }
+            OrderEvent::OrderConfirmed { ship_by, .. } => {
+                row["status"] = json!("confirmed");
+                row["ship_by"] = json!(ship_by);
+            }
+            OrderEvent::OrderShipped { carrier } => {
+                row["status"] = json!("shipped");
+                row["carrier"] = json!(carrier);
+            }
+            OrderEvent::OrderDelivered {} => row["status"] = json!("delivered"),
+            OrderEvent::OrderCancelled { reason } => {
+                row["status"] = json!("cancelled");
+                row["reason"] = json!(reason);
+            }
+        }
+        view.put(&key, row);
+        Ok(())
+    }
+}
+
+/// `qry.orders.get {"id"}` over [`OrderSummary`].
+#[derive(Debug, Clone, Copy)]
+struct OrderQueries;
+
+impl ViewQueries for OrderQueries {
+    fn view(&self) -> &'static str {
+        "orders"
+    }
+
+    fn projection(&self) -> &'static str {
+        "order_summary"
+    }
+
+    fn queries(&self) -> &[&'static str] {
+        &["get"]
+    }
+
+    fn answer<'a>(
+        &'a self,
+        rows: &'a Rows,
+        _query: &'a str,
+        fields: Map<String, Value>,
+    ) -> BoxFuture<'a, Result<Value, Rejection>> {
+        Box::pin(async move {
+            let id = views::id_field(&fields, "id")?;
+            rows.get(&format!("order.{id}")).await?.ok_or_else(|| {
+                Rejection::new(Status::NotFound, "not_found", format!("no order {id}"))
+            })
+        })
+    }
+}
+
+/// Cancels an order not shipped by its ship-by time; one instance per order.
+#[derive(Debug, Clone, Copy)]
+struct Fulfilment;
+
+impl Saga for Fulfilment {
+    type State = String;
+
+    fn name(&self) -> &str {
+        "fulfilment"
+    }
+
+    fn aggregates(&self) -> &[&'static str] {
+        &["order"]
+    }
+
+    fn correlate(&self, event: &RecordedEvent) -> Result<Option<String>, MalformedEvent> {
+        Ok(matches!(
+            event.event_type.as_str(),
+            "OrderConfirmed" | "OrderShipped" | "OrderCancelled"
+        )
+        .then(|| event.aggregate_id.clone()))
+    }
+
+    fn react(&self, order: &String, input: Input<'_>) -> Reaction<String> {
+        match input {
+            Input::Event(event) => match decode_event::<OrderEvent>(event) {
+                Ok(OrderEvent::OrderConfirmed { ship_by, .. }) => {
+                    Reaction::to(event.aggregate_id.clone()).deadline("ship", ship_by)
+                }
+                Ok(OrderEvent::OrderShipped { .. }) => {
+                    Reaction::to(order.clone()).cancel("ship").finish("shipped")
+                }
+                Ok(OrderEvent::OrderCancelled { .. }) => Reaction::to(order.clone())
+                    .cancel("ship")
+                    .finish("cancelled"),
+                _ => Reaction::to(order.clone()),
+            },
+            Input::Deadline { .. } => {
+                let cancel = OrderCommand::Cancel {
+                    reason: "not shipped in time".into(),
+                };
+                Reaction::to(order.clone())
+                    .send(SagaCommand::new::<Order>("cancel", order, &cancel))
+            }
+            // Shipped in the meantime: the cancel came too late, which is fine.
+            Input::Refused { .. } => Reaction::to(order.clone()).finish("shipped meanwhile"),
+        }
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    jetsource::App::new("orders")
+        .aggregate::<Order>()
+        .projection(OrderSummary)
+        .queries(OrderQueries)
+        .saga(Fulfilment)
+        .demo(Arc::new(|nats, stack| Box::pin(demo(nats, stack))))
+        .run()
+}
+
+/// One order shipped in time, one cancelled by the saga, told over plain NATS.
+async fn demo(
+    nats: async_nats::Client,
+    stack: &mut jetsource::app::Stack,
+) -> jetsource::app::Result<()> {
+    let run = uuid::Uuid::now_v7().simple().to_string();
+    let (shipped, late) = (format!("o-{run}-a"), format!("o-{run}-b"));
+    let lines = [
         (
+            shipped.as_str(),
+            "Create",
+            json!({"customer": "c-42"}),
+            "accepted",
+        ),
+        (
+            shipped.as_str(),
+            "Confirm",
+            json!({"ship_within_secs": 60}),
+            "rejected",
+        ),
+        (
+            shipped.as_str(),
             "AddItem",
             json!({"sku": "tea", "quantity": 2, "unit_price_cents": 450}),
             "accepted",
         ),
         (
+            shipped.as_str(),
             "AddItem",
             json!({"sku": "cup", "quantity": 0, "unit_price_cents": 900}),
             "rejected",
         ),
-        ("Confirm", json!({}), "accepted"),
-        ("Ship", json!({"carrier": "post"}), "accepted"),
-        ("Cancel", json!({"reason": "too late"}), "rejected"),
-        ("Deliver", json!({}), "accepted"),
+        (
+            shipped.as_str(),
+            "Confirm",
+            json!({"ship_within_secs": 60}),
+            "accepted",
+        ),
+        (
+            shipped.as_str(),
+            "Ship",
+            json!({"carrier": "post"}),
+            "accepted",
+        ),
+        (
+            late.as_str(),
+            "Create",
+            json!({"customer": "c-7"}),
+            "accepted",
+        ),
+        (
+            late.as_str(),
+            "AddItem",
+            json!({"sku": "pot", "quantity": 1, "unit_price_cents": 2500}),
+            "accepted",
+        ),
+        (
+            late.as_str(),
+            "Confirm",
+            json!({"ship_within_secs": 1}),
+            "accepted",
+        ),
     ];
-    for (command, mut body, expected) in steps {
+    for (id, command, mut body, expected) in lines {
         body["id"] = json!(id);
-        let reply = client
-            .request(
-                format!("cmd.order.{command}"),
-                serde_json::to_vec(&body)?.into(),
-            )
+        let reply = nats
+            .request(format!("cmd.order.{command}"), body.to_string().into())
             .await?;
         let reply: Value = serde_json::from_slice(&reply.payload)?;
         println!("cmd.order.{command:<8} {body}\n  -> {reply}");
@@ -212,17 +407,24 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             return Err(format!("{command}: expected {expected}, got {reply}").into());
         }
     }
-    let state = client
-        .request(
-            "qry.order.get",
-            serde_json::to_vec(&json!({"id": id}))?.into(),
-        )
-        .await?;
-    let state: Value = serde_json::from_slice(&state.payload)?;
-    println!("qry.order.get -> {state}");
-    if state["state"]["stage"] != "delivered" {
-        return Err("the order should be delivered".into());
+    // The saga cancels the late one once its deadline passes; the view shows both.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        stack.check()?;
+        let ask = |id: &str| nats.request("qry.orders.get", json!({"id": id}).to_string().into());
+        let (a, b) = (ask(&shipped).await?, ask(&late).await?);
+        let (a, b): (Value, Value) = (
+            serde_json::from_slice(&a.payload)?,
+            serde_json::from_slice(&b.payload)?,
+        );
+        if a["status"] == "shipped" && b["status"] == "cancelled" {
+            println!("qry.orders.get {shipped} -> {a}\nqry.orders.get {late} -> {b}");
+            println!("the fulfilment saga cancelled the order not shipped in time.");
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(format!("after 60 s: {a} / {b}").into());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
-    node.shutdown(std::time::Duration::from_secs(5)).await;
-    Ok(())
 }

@@ -27,9 +27,12 @@
 //! | [`testing`] | disposable servers and clusters for tests and benchmarks |
 //! | [`error`] | `Error<Kind>`, the shape of every operation's error |
 //!
-//! The `jetsource` binary (`src/bin/jetsource/`, one file per subcommand: `up`, `node`,
-//! `project`, `saga`, `sagas`, `send`, `query`, `events`, `status`, `dlq`) is a thin
-//! clap layer over these.
+//! [`App`] (module [`app`], one file per subcommand: `up`, `node`, `project`, `saga`,
+//! `sagas`, `send`, `query`, `events`, `status`, `dlq`, `policy`) turns a domain's
+//! aggregates, projections, queries and sagas into a whole command line with the
+//! process runtime behind it (leases and standbys, outages, view version switches,
+//! signals, graceful shutdown). The `jetsource` binary (`src/bin/jetsource/`) is the
+//! reference domain built with it.
 //!
 //! ## A first command
 //!
@@ -55,6 +58,7 @@
 //! ```
 
 pub mod aggregate;
+pub mod app;
 pub mod client;
 pub mod connect;
 pub mod consumer;
@@ -75,6 +79,7 @@ pub mod testing;
 pub use aggregate::{
     decode_event, encode_event, Aggregate, DomainError, DomainEvent, RefusalKind, Upcaster,
 };
+pub use app::App;
 pub use connect::{connect, connect_with, ConnectError, ConnectErrorKind};
 pub use policy::{Caller, Policy};
 pub use repository::{ExecuteError, Executed, Loaded, Repository, RepositoryConfig};

@@ -268,8 +268,12 @@ impl Node {
     }
 
     /// Serves queries over a projection's view (`qry.<view>.<query>`).
-    pub fn view(mut self, queries: impl ViewQueries) -> Node {
-        self.views.push(Box::new(queries));
+    pub fn view(self, queries: impl ViewQueries) -> Node {
+        self.view_boxed(Box::new(queries))
+    }
+
+    pub(crate) fn view_boxed(mut self, queries: Box<dyn ViewQueries>) -> Node {
+        self.views.push(queries);
         self
     }
 

@@ -1,9 +1,8 @@
 //! `jetsource up --demo`: the hiring story against the processes `up` started, told
 //! step by step. One hire, one decline, one expiry, one race for the same position.
 
-use crate::up::check;
-use crate::{Outcome, Result};
 use chrono::Utc;
+use jetsource::app::{Result, Stack};
 use jetsource::client::{Client, CommandOptions};
 use jetsource::domain::{Organization, OrganizationCommand as Org, Person, PersonCommand};
 use jetsource::saga::instances;
@@ -14,25 +13,22 @@ use std::time::{Duration, Instant};
 struct Story<'a> {
     client: Client,
     store: EventStore,
-    running: &'a mut [crate::up::Running],
+    stack: &'a mut Stack,
     last_seq: u64,
 }
 
-pub(crate) async fn run(
-    nats: async_nats::Client,
-    running: &mut [crate::up::Running],
-) -> Result<Outcome> {
+/// Tells the story; an error names the step (or the process) that failed.
+pub(crate) async fn run(nats: async_nats::Client, stack: &mut Stack) -> Result<()> {
     let store = EventStore::open(nats.clone(), Default::default()).await?;
     let client =
         Client::new(nats, jetsource::Subjects::default()).with_timeout(Duration::from_secs(10));
     let mut story = Story {
         client,
         store,
-        running,
+        stack,
         last_seq: 0,
     };
-    story.tell().await?;
-    Ok(Outcome::Done)
+    story.tell().await
 }
 
 impl Story<'_> {
@@ -87,7 +83,7 @@ impl Story<'_> {
     async fn saga(&mut self, offer: &str, until_finished: bool, stage: &str) -> Result<Value> {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            check(self.running)?;
+            self.stack.check()?;
             if let Some(i) = instances::show(&self.store, "hiring", offer).await? {
                 if i.outcome.is_some() || (!until_finished && i.state["stage"] == stage) {
                     let sent: Vec<String> = i

@@ -1,7 +1,7 @@
 //! `jetsource status`: the service's nodes and the event store at a glance.
 
-use crate::connection::Connection;
-use crate::{Outcome, Result};
+use super::connection::Connection;
+use super::{Outcome, Result};
 use std::time::Duration;
 
 #[derive(clap::Args, Debug)]
@@ -18,7 +18,7 @@ pub(crate) async fn run(args: Args) -> Result<Outcome> {
     let info = client.server_info();
     // Every node answers $SRV.STATS: gather the replies for a moment.
     let nodes: Vec<serde_json::Value> =
-        jetsource::node::service_replies(&client, "STATS", Duration::from_millis(500))
+        crate::node::service_replies(&client, "STATS", Duration::from_millis(500))
             .await
             .map_err(|e| e.to_string())?
             .iter()
@@ -64,7 +64,7 @@ pub(crate) async fn run(args: Args) -> Result<Outcome> {
     println!(
         "{} node(s) in service {}",
         nodes.len(),
-        jetsource::node::SERVICE_NAME
+        crate::node::SERVICE_NAME
     );
     for node in &nodes {
         let endpoints = node["endpoints"].as_array().cloned().unwrap_or_default();

@@ -1,9 +1,9 @@
 //! `jetsource send` and `jetsource query`: one request, the reply on stdout.
 
-use crate::connection::Connection;
-use crate::{Outcome, Result};
+use super::connection::Connection;
+use super::{Outcome, Result};
+use crate::store::headers;
 use async_nats::HeaderMap;
-use jetsource::store::headers;
 use std::time::Duration;
 
 #[derive(clap::Args, Debug)]
@@ -65,7 +65,7 @@ pub(crate) async fn run(args: Args) -> Result<Outcome> {
     }
     if let Some(v) = args.expected_version {
         h.insert(
-            jetsource::node::request::EXPECTED_VERSION,
+            crate::node::request::EXPECTED_VERSION,
             v.to_string().as_str(),
         );
     }

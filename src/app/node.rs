@@ -1,14 +1,11 @@
 //! `jetsource node`: the command and query service until SIGINT/SIGTERM.
 
-use crate::connection::Connection;
-use crate::{Outcome, Result};
-use jetsource::domain::directory::DirectoryQueries;
-use jetsource::domain::views::{OfferQueries, OrganizationQueries};
-use jetsource::domain::{Organization, Person};
-use jetsource::nats_server::Durability;
-use jetsource::node::{Node, NodeConfig};
-use jetsource::store::GroupCommitConfig;
-use jetsource::{EventStore, Policy, Repository, StoreConfig};
+use super::connection::Connection;
+use super::{Outcome, Result};
+use crate::nats_server::Durability;
+use crate::node::NodeConfig;
+use crate::store::GroupCommitConfig;
+use crate::{EventStore, Policy, StoreConfig};
 use std::time::Duration;
 
 /// Requests queued per served subject before the client drops more.
@@ -48,8 +45,8 @@ pub(crate) struct Args {
     grace: u64,
 }
 
-pub(crate) async fn run(args: Args) -> Result<Outcome> {
-    crate::init_logging(&args.log_level)?;
+pub(super) async fn run(app: &super::App, args: Args) -> Result<Outcome> {
+    super::init_logging(&args.log_level)?;
     let policy = match &args.policy {
         Some(path) => Some(std::sync::Arc::new(Policy::load(path)?)),
         None => {
@@ -85,28 +82,13 @@ pub(crate) async fn run(args: Args) -> Result<Outcome> {
         policy,
         ..Default::default()
     };
-    let people = Repository::<Person>::with_snapshots(
-        store.clone(),
-        Default::default(),
-        args.snapshot_every,
-    )
-    .await?;
-    let organizations = Repository::<Organization>::with_snapshots(
-        store.clone(),
-        Default::default(),
-        args.snapshot_every,
-    )
-    .await?;
-    let node = Node::new(store, config)
-        .serve(people)
-        .serve(organizations)
-        .view(DirectoryQueries)
-        .view(OrganizationQueries)
-        .view(OfferQueries)
+    let node = app
+        .node(store, config, args.snapshot_every)
+        .await?
         .start()
         .await?;
     tracing::info!(url = %args.connection.nats_url, durability = %args.durability, "jetsource node ready");
-    crate::wait_for_signal().await;
+    super::wait_for_signal().await;
     tracing::info!("shutting down: no new requests, finishing the ones in flight");
     node.shutdown(Duration::from_secs(args.grace)).await;
     Ok(Outcome::Done)

@@ -1,7 +1,7 @@
 //! `jetsource policy nats-config <file>`: the NATS server's accounts for a policy.
 
-use crate::{Outcome, Result};
-use jetsource::{Policy, Subjects};
+use super::{Outcome, Result};
+use crate::{Policy, Subjects};
 use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]

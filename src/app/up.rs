@@ -1,13 +1,13 @@
-//! `jetsource up`: a local nats-server (found or provisioned; loopback; `safe`
-//! durability; data under the user's data dir) plus one node, the three projections
-//! and the hiring saga, each a child process logging to a file (appended to, never
-//! truncated). A child that dies is restarted with backoff and the cause printed;
-//! Ctrl-C stops them all, the server last. One `up` per data dir: a lock file
-//! refuses a second. `--demo` also runs the hiring story and exits.
+//! `up`: a local nats-server (found or provisioned; loopback; `safe` durability;
+//! data under the user's data dir) plus one node and every projection and saga of
+//! the app, each a child process (this same binary) logging to a file (appended
+//! to, never truncated). A child that dies is restarted with backoff and the cause
+//! printed; Ctrl-C stops them all, the server last. One `up` per data dir: a lock
+//! file refuses a second. `--demo` also runs the app's story and exits.
 
-use crate::{Outcome, Result};
-use jetsource::nats_server::{self, Durability};
-use jetsource::{node, Subjects};
+use super::{Outcome, Result};
+use crate::nats_server::{self, Durability};
+use crate::{node, Subjects};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -23,14 +23,28 @@ pub(crate) struct Args {
     /// fresh temporary directory, removed afterwards).
     #[arg(long)]
     data_dir: Option<PathBuf>,
-    /// Run the hiring story end to end, print each step and the final views, then
-    /// stop everything and exit 0.
+    /// Run the app's story end to end (the reference app: the hiring story), print
+    /// each step, then stop everything and exit 0.
     #[arg(long)]
     demo: bool,
 }
 
+/// The processes `up` started, for an app's [`Demo`](super::Demo) to check on.
+#[derive(Debug)]
+pub struct Stack {
+    running: Vec<Running>,
+}
+
+impl Stack {
+    /// An error naming the first process that exited, if any did.
+    pub fn check(&mut self) -> Result<()> {
+        check(&mut self.running)
+    }
+}
+
 /// One child process, stopped with SIGTERM (then SIGKILL) on drop.
-pub(crate) struct Running {
+#[derive(Debug)]
+struct Running {
     name: String,
     child: Child,
     program: PathBuf,
@@ -155,7 +169,7 @@ fn lock_data_dir(data: &Path) -> Result<fs::File> {
     Ok(file)
 }
 
-pub(crate) async fn run(args: Args) -> Result<Outcome> {
+pub(super) async fn run(app: &super::App, args: Args) -> Result<Outcome> {
     let temp = if args.demo && args.data_dir.is_none() {
         Some(
             tempfile::Builder::new()
@@ -210,17 +224,19 @@ pub(crate) async fn run(args: Args) -> Result<Outcome> {
         Ok(())
     };
     with_url("node", &["node"])?;
-    with_url("project-person_directory", &["project", "person_directory"])?;
-    with_url("project-organizations", &["project", "organizations"])?;
-    with_url("project-offers", &["project", "offers"])?;
-    with_url("saga-hiring", &["saga", "hiring"])?;
+    for name in app.projection_names() {
+        with_url(&format!("project-{name}"), &["project", &name])?;
+    }
+    for name in app.saga_names() {
+        with_url(&format!("saga-{name}"), &["saga", &name])?;
+    }
     wait_for_node(&client, &mut running).await?;
 
-    println!("jetsource is up (durability: safe)");
+    println!("{} is up (durability: safe)", app.name);
     println!(
         "  development mode: no authentication on loopback, every client may send every \
          command and name any actor; production uses dev/nats-production.conf and \
-         `jetsource node --policy dev/policy.toml` (README, Operations)"
+         `node --policy dev/policy.toml` (README, Operations)"
     );
     println!("  nats-server   {url}   data {}", store_dir.display());
     for r in &running {
@@ -231,17 +247,25 @@ pub(crate) async fn run(args: Args) -> Result<Outcome> {
             r.log.display()
         );
     }
-    println!("  try: jetsource send organization.Register '{{\"id\":\"acme\",\"name\":\"Acme\"}}' --nats-url {url}");
+    println!(
+        "  try: {} send <aggregate>.<Command> '{{\"id\":\"...\"}}' --nats-url {url}",
+        app.name
+    );
 
-    let outcome = if args.demo {
-        println!();
-        crate::demo::run(client, &mut running).await
-    } else {
-        println!("Ctrl-C stops everything.");
-        supervise(&mut running).await
+    let mut stack = Stack { running };
+    let outcome = match (&app.demo, args.demo) {
+        (Some(demo), true) => {
+            println!();
+            demo(client, &mut stack).await.map(|()| Outcome::Done)
+        }
+        (None, true) => Err(format!("{} has no demo", app.name).into()),
+        (_, false) => {
+            println!("Ctrl-C stops everything.");
+            supervise(&mut stack.running).await
+        }
     };
     println!("stopping…");
-    while let Some(mut r) = running.pop() {
+    while let Some(mut r) = stack.running.pop() {
         r.stop();
     }
     println!("stopped.");
@@ -255,7 +279,7 @@ async fn supervise(running: &mut [Running]) -> Result<Outcome> {
     let mut due: Vec<Option<Instant>> = vec![None; running.len()];
     loop {
         tokio::select! {
-            _ = crate::wait_for_signal() => return Ok(Outcome::Done),
+            _ = super::wait_for_signal() => return Ok(Outcome::Done),
             _ = tick.tick() => {}
         }
         for (r, due) in running.iter_mut().zip(due.iter_mut()) {
@@ -305,7 +329,7 @@ fn log_tail(path: &Path, lines: usize) -> String {
 }
 
 /// An error naming the first child that exited.
-pub(crate) fn check(running: &mut [Running]) -> Result<()> {
+fn check(running: &mut [Running]) -> Result<()> {
     for r in running.iter_mut() {
         if let Ok(Some(status)) = r.child.try_wait() {
             return Err(format!("{} exited ({status}): see its log", r.name).into());
@@ -320,7 +344,7 @@ async fn connect_when_ready(url: &str, server: &mut Running) -> Result<async_nat
         if let Ok(Some(status)) = server.child.try_wait() {
             return Err(format!("nats-server exited ({status}): see its log").into());
         }
-        match jetsource::connect(url).await {
+        match crate::connect(url).await {
             Ok(client) => return Ok(client),
             Err(e) if Instant::now() > deadline => return Err(e.into()),
             Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,

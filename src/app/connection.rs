@@ -46,7 +46,7 @@ pub(crate) struct Connection {
 }
 
 impl Connection {
-    pub(crate) async fn connect(&self, name: &str) -> crate::Result<async_nats::Client> {
+    pub(crate) async fn connect(&self, name: &str) -> super::Result<async_nats::Client> {
         self.connect_with(name, async_nats::ConnectOptions::new())
             .await
     }
@@ -57,7 +57,7 @@ impl Connection {
         &self,
         name: &str,
         options: async_nats::ConnectOptions,
-    ) -> crate::Result<async_nats::Client> {
+    ) -> super::Result<async_nats::Client> {
         let mut options = options.name(name);
         if let Some(path) = &self.creds {
             options = options.credentials_file(path).await?;
@@ -84,20 +84,20 @@ impl Connection {
         if self.tls {
             options = options.require_tls(true);
         }
-        Ok(jetsource::connect_with(&self.nats_url, options).await?)
+        Ok(crate::connect_with(&self.nats_url, options).await?)
     }
 
     /// Connects and opens the event store under this deployment's prefix.
-    pub(crate) async fn open_store(&self, name: &str) -> crate::Result<jetsource::EventStore> {
+    pub(crate) async fn open_store(&self, name: &str) -> super::Result<crate::EventStore> {
         let client = self.connect(name).await?;
-        let config = jetsource::StoreConfig {
+        let config = crate::StoreConfig {
             prefix: self.prefix.clone(),
             ..Default::default()
         };
-        Ok(jetsource::EventStore::open(client, config).await?)
+        Ok(crate::EventStore::open(client, config).await?)
     }
 
-    pub(crate) fn subjects(&self) -> jetsource::Subjects {
-        jetsource::Subjects::new(&self.prefix)
+    pub(crate) fn subjects(&self) -> crate::Subjects {
+        crate::Subjects::new(&self.prefix)
     }
 }

@@ -1,20 +1,19 @@
 //! `jetsource project <name>`: one projection as its own process, following its
 //! view's active version; `--rebuild` builds the next version and switches to it.
 
-use crate::active::Ended;
-use crate::connection::Connection;
-use crate::{Outcome, Result};
-use jetsource::domain::directory::PersonDirectory;
-use jetsource::domain::views::{OffersView, OrganizationsView};
-use jetsource::projection::lease::Lease;
-use jetsource::projection::rebuild::Rebuild;
-use jetsource::projection::{versions, PoisonPolicy, Projection, ProjectionRunner, RunnerConfig};
-use jetsource::EventStore;
+use super::active::Ended;
+use super::connection::Connection;
+use super::{Outcome, Result};
+use crate::projection::lease::Lease;
+use crate::projection::rebuild::Rebuild;
+use crate::projection::{versions, PoisonPolicy, Projection, ProjectionRunner, RunnerConfig};
+use crate::EventStore;
 use std::time::Duration;
 
 #[derive(clap::Args, Debug)]
 pub(crate) struct Args {
-    /// The projection: `person_directory`, `organizations` or `offers`.
+    /// The projection's name (`project --help` of an app lists none; a wrong one
+    /// is answered with the known ones).
     name: String,
     /// Build the next version of the view from the first event, with progress,
     /// switch queries to it once caught up, and exit. The running projection
@@ -30,23 +29,21 @@ pub(crate) struct Args {
     #[arg(long)]
     stop_on_poison: bool,
     #[command(flatten)]
-    standby: crate::Standby,
+    standby: super::Standby,
 }
 
-pub(crate) async fn run(args: Args) -> Result<Outcome> {
-    crate::init_logging(&args.standby.log_level)?;
-    match args.name.as_str() {
-        "person_directory" => project(|| PersonDirectory, args).await,
-        "organizations" => project(|| OrganizationsView, args).await,
-        "offers" => project(|| OffersView, args).await,
-        other => Err(format!(
-            "no projection {other:?} (known: person_directory, organizations, offers)"
-        )
-        .into()),
+impl Args {
+    /// The projection asked for.
+    pub(super) fn name(&self) -> &str {
+        &self.name
     }
 }
 
-async fn project<P: Projection>(make: impl Fn() -> P, args: Args) -> Result<Outcome> {
+/// Runs one projection as a process: follows its view's active version, holds
+/// its lease while active and stands by otherwise; `--rebuild` builds the next
+/// version and exits.
+pub(super) async fn project<P: Projection>(make: impl Fn() -> P, args: Args) -> Result<Outcome> {
+    super::init_logging(&args.standby.log_level)?;
     let store = args
         .connection
         .open_store(&format!("jetsource project {}", args.name))
@@ -67,7 +64,7 @@ async fn project<P: Projection>(make: impl Fn() -> P, args: Args) -> Result<Outc
     // Run the active version; when a rebuild switches it, move over to the new one.
     loop {
         let active = || versions::active(&store, &args.name);
-        let Some(version) = crate::active::until_ok("reading the view version", active).await
+        let Some(version) = super::active::until_ok("reading the view version", active).await
         else {
             return Ok(Outcome::Done);
         };
@@ -75,14 +72,14 @@ async fn project<P: Projection>(make: impl Fn() -> P, args: Args) -> Result<Outc
         // Only the lease holder touches the consumer and the view; others wait.
         let lease = tokio::select! {
             lease = Lease::acquire(&store, &key, ttl) => lease?,
-            _ = crate::wait_for_signal() => return Ok(Outcome::Done),
+            _ = super::wait_for_signal() => return Ok(Outcome::Done),
         };
         let config = RunnerConfig {
             version,
             ..config.clone()
         };
         let start = || ProjectionRunner::new(store.clone(), make(), config.clone());
-        let Some(runner) = crate::active::until_ok("starting the projection", start).await else {
+        let Some(runner) = super::active::until_ok("starting the projection", start).await else {
             lease.release().await;
             return Ok(Outcome::Done);
         };
@@ -106,7 +103,7 @@ async fn project<P: Projection>(make: impl Fn() -> P, args: Args) -> Result<Outc
             }
         };
         let run = |stopped| runner.run(stopped);
-        let ended = crate::active::while_holding(lease, &key, run, switched).await?;
+        let ended = super::active::while_holding(lease, &key, run, switched).await?;
         match ended {
             Ended::Done => {
                 tracing::info!(projection = args.name, "projection stopped");
@@ -147,7 +144,7 @@ async fn rebuild<P: Projection>(
     loop {
         let progress = tokio::select! {
             p = rebuild.step() => p?,
-            _ = crate::wait_for_signal() => {
+            _ = super::wait_for_signal() => {
                 lease.release().await;
                 return Err(format!("rebuild of {name} v{version} interrupted; queries still read the old version").into());
             }

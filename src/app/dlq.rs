@@ -1,8 +1,8 @@
 //! `jetsource dlq`: list, show, retry and discard parked events.
 
-use crate::connection::Connection;
-use crate::{Outcome, Result};
-use jetsource::projection::dlq;
+use super::connection::Connection;
+use super::{Outcome, Result};
+use crate::projection::dlq;
 
 #[derive(clap::Args, Debug)]
 pub(crate) struct Args {

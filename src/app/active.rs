@@ -1,7 +1,7 @@
 //! Running a runner while holding its lease: what `project` and `saga` share.
 
-use crate::Result;
-use jetsource::projection::lease::Lease;
+use super::Result;
+use crate::projection::lease::Lease;
 use std::future::Future;
 use tokio::sync::watch;
 
@@ -33,7 +33,7 @@ where
     let mut task = tokio::spawn(run(stopped));
     let mut lost = lease.lost();
     let ended = tokio::select! {
-        _ = crate::wait_for_signal() => Ended::Done,
+        _ = super::wait_for_signal() => Ended::Done,
         () = interrupt => Ended::Interrupted,
         _ = lost.wait_for(|l| *l) => {
             tracing::warn!(key, "lease lost: stopping, then standing by");
@@ -69,11 +69,11 @@ where
                 Ok(value) => return Some(value),
                 Err(e) => tracing::warn!(error = %e, "{what}: trying again"),
             },
-            _ = crate::wait_for_signal() => return None,
+            _ = super::wait_for_signal() => return None,
         }
         tokio::select! {
             _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
-            _ = crate::wait_for_signal() => return None,
+            _ = super::wait_for_signal() => return None,
         }
     }
 }

@@ -1,7 +1,7 @@
 //! `jetsource events <aggregate> <id>`: an aggregate's history, one JSON line per event.
 
-use crate::connection::Connection;
-use crate::{Outcome, Result};
+use super::connection::Connection;
+use super::{Outcome, Result};
 use futures::TryStreamExt;
 
 #[derive(clap::Args, Debug)]

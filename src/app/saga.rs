@@ -1,18 +1,17 @@
 //! `jetsource saga <name>`: one saga as its own process (one active per saga through
 //! a lease, others wait as standbys), and `jetsource sagas`: its instances.
 
-use crate::active::Ended;
-use crate::connection::Connection;
-use crate::{Outcome, Result};
-use jetsource::client::Client;
-use jetsource::domain::Hiring;
-use jetsource::projection::lease::Lease;
-use jetsource::saga::{instances, SagaConfig, SagaRunner};
+use super::active::Ended;
+use super::connection::Connection;
+use super::{Outcome, Result};
+use crate::client::Client;
+use crate::projection::lease::Lease;
+use crate::saga::{instances, Saga, SagaConfig, SagaRunner};
 use std::time::Duration;
 
 #[derive(clap::Args, Debug)]
 pub(crate) struct Args {
-    /// The saga: `hiring`.
+    /// The saga's name.
     name: String,
     #[command(flatten)]
     connection: Connection,
@@ -20,14 +19,19 @@ pub(crate) struct Args {
     #[arg(long, default_value_t = 5)]
     command_timeout: u64,
     #[command(flatten)]
-    standby: crate::Standby,
+    standby: super::Standby,
 }
 
-pub(crate) async fn run(args: Args) -> Result<Outcome> {
-    crate::init_logging(&args.standby.log_level)?;
-    if args.name != "hiring" {
-        return Err(format!("no saga {:?} (known: hiring)", args.name).into());
+impl Args {
+    /// The saga asked for.
+    pub(super) fn name(&self) -> &str {
+        &self.name
     }
+}
+
+/// Runs `saga` as a process: holds its lease while active, stands by otherwise.
+pub(super) async fn run<S: Saga + Clone>(saga: S, args: Args) -> Result<Outcome> {
+    super::init_logging(&args.standby.log_level)?;
     let title = format!("jetsource saga {}", args.name);
     let store = args.connection.open_store(&title).await?;
     let client = Client::new(store.client().clone(), args.connection.subjects());
@@ -41,10 +45,10 @@ pub(crate) async fn run(args: Args) -> Result<Outcome> {
     loop {
         let lease = tokio::select! {
             lease = Lease::acquire(&store, &key, ttl) => lease?,
-            _ = crate::wait_for_signal() => return Ok(Outcome::Done),
+            _ = super::wait_for_signal() => return Ok(Outcome::Done),
         };
-        let start = || SagaRunner::new(store.clone(), client.clone(), Hiring, config.clone());
-        let Some(runner) = crate::active::until_ok("starting the saga", start).await else {
+        let start = || SagaRunner::new(store.clone(), client.clone(), saga.clone(), config.clone());
+        let Some(runner) = super::active::until_ok("starting the saga", start).await else {
             lease.release().await;
             return Ok(Outcome::Done);
         };
@@ -54,7 +58,7 @@ pub(crate) async fn run(args: Args) -> Result<Outcome> {
             "saga running"
         );
         let run = |stopped| runner.run(stopped);
-        match crate::active::while_holding(lease, &key, run, std::future::pending()).await? {
+        match super::active::while_holding(lease, &key, run, std::future::pending()).await? {
             Ended::LeaseLost => continue,
             Ended::Done | Ended::Interrupted => break,
         }
