@@ -117,6 +117,7 @@ impl DomainError for OrderError {
 
 impl Aggregate for Order {
     const NAME: &'static str = "order";
+    const CLOCK: Option<&'static str> = Some("at");
     type Command = OrderCommand;
     type Event = OrderEvent;
     type Error = OrderError;

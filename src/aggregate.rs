@@ -89,9 +89,30 @@ pub struct Upcaster {
 ///     }
 /// }
 /// ```
+///
+/// # Contracts
+///
+/// - **On the wire** (served by a node), `Command` is an externally tagged serde
+///   enum of struct variants: `cmd.<NAME>.<Variant>` carries the variant's fields
+///   as a JSON (or CBOR) object, plus the aggregate's `id`. A unit-like variant is
+///   written `Variant {}`.
+/// - **Time enters at the edge**, never from `handle`: name a command field in
+///   [`CLOCK`](Self::CLOCK) and the node sets it to its own clock when the command
+///   arrives. A client that sends that field is refused (400), so nobody's value
+///   is overwritten silently; the typed senders (`Client::execute`,
+///   `SagaCommand::new`) leave it out.
+/// - **`handle` decides, `apply` evolves; both are pure**: no I/O, no clock, no
+///   randomness (ids come in the command). `handle` may be called again for the
+///   same command (a conflict retry, an idempotent resend) and must decide the same
+///   way on the same state. `apply` is total: a stored event is a fact, so it never
+///   fails or refuses.
 pub trait Aggregate: Default + Clone + Debug + Send + Sync + 'static {
     /// Aggregate type, snake_case: the `<aggregate>` in `events.<aggregate>.<id>`.
     const NAME: &'static str;
+    /// The command field the node fills with its clock (RFC 3339) when a command
+    /// arrives, e.g. `Some("at")` for variants with an `at: DateTime<Utc>` field.
+    /// `None` (the default): the node never touches a command's fields.
+    const CLOCK: Option<&'static str> = None;
     /// What it is asked to do.
     type Command: Send + Sync;
     /// What it records.

@@ -148,7 +148,7 @@ impl Client {
     where
         A::Command: Serialize,
     {
-        let (name, body) = command_body(id, command)?;
+        let (name, body) = aggregate_command_body::<A>(id, command)?;
         self.send(A::NAME, &name, &body, options).await
     }
 
@@ -273,6 +273,22 @@ impl Client {
         }
         Ok(value)
     }
+}
+
+/// [`command_body`] for aggregate `A`, without its [`CLOCK`](Aggregate::CLOCK)
+/// field: the node sets that one and refuses it from a client.
+pub(crate) fn aggregate_command_body<A: Aggregate>(
+    id: &str,
+    command: &A::Command,
+) -> Result<(String, Value), SendError>
+where
+    A::Command: Serialize,
+{
+    let (name, mut body) = command_body(id, command)?;
+    if let (Some(clock), Some(fields)) = (A::CLOCK, body.as_object_mut()) {
+        fields.remove(clock);
+    }
+    Ok((name, body))
 }
 
 /// Splits a typed command into its subject name and the JSON body the node reads:

@@ -160,7 +160,7 @@ async fn faults_lose_nothing_run_nothing_twice_and_views_equal_a_rebuild() {
             let extend = json!({
                 "id": "acme", "position_id": format!("pos{f}"), "person_id": format!("h{f}"),
                 "offer_id": format!("offer{f}"),
-                "expires_at": Utc::now() + chrono::Duration::hours(1), "at": Utc::now(),
+                "expires_at": Utc::now() + chrono::Duration::hours(1),
             });
             let ack = send(
                 &nats,
@@ -173,8 +173,7 @@ async fn faults_lose_nothing_run_nothing_twice_and_views_equal_a_rebuild() {
         }
         for f in 0..FLOWS {
             // The person accepts once the saga has put the offer on their record.
-            let accept =
-                json!({"id": format!("h{f}"), "offer_id": format!("offer{f}"), "at": Utc::now()});
+            let accept = json!({"id": format!("h{f}"), "offer_id": format!("offer{f}")});
             loop {
                 let ack = send(&nats, "cmd.person.AcceptOffer", &format!("acc{f}"), &accept).await;
                 if ack["status"] == "accepted" {

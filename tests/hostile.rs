@@ -201,7 +201,7 @@ fn templates() -> Vec<(&'static str, serde_json::Value)> {
         ),
         (
             "cmd.person.AcceptOffer",
-            json!({"id": "p1", "offer_id": "o1", "at": t}),
+            json!({"id": "p1", "offer_id": "o1"}),
         ),
         (
             "cmd.person.DeclineOffer",
@@ -221,7 +221,7 @@ fn templates() -> Vec<(&'static str, serde_json::Value)> {
         ),
         (
             "cmd.organization.ExtendOffer",
-            json!({"id": "acme", "position_id": "eng", "person_id": "p1", "offer_id": "o1", "expires_at": t, "at": t}),
+            json!({"id": "acme", "position_id": "eng", "person_id": "p1", "offer_id": "o1", "expires_at": t}),
         ),
         (
             "cmd.organization.Hire",

@@ -1007,3 +1007,51 @@ async fn nodes_of_different_domains_answer_each_other() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_client_cannot_set_the_clock_field_and_typed_senders_leave_it_out() {
+    let h = start().await;
+    let (reply, code) = send(
+        &h.client,
+        "cmd.organization.Register",
+        json!({"id": "acme", "name": "Acme"}),
+    )
+    .await;
+    assert_eq!(code, None, "{reply}");
+    let open = json!({"id": "acme", "position_id": "eng", "title": "Engineer"});
+    send(&h.client, "cmd.organization.OpenPosition", open).await;
+    // The node's clock, not the client's: a backdated `at` is refused, not replaced.
+    let extend = json!({"id": "acme", "position_id": "eng", "person_id": "ada",
+        "offer_id": "o-1", "expires_at": "2031-01-01T00:00:00Z", "at": "2000-01-01T00:00:00Z"});
+    let (reply, code) = send(&h.client, "cmd.organization.ExtendOffer", extend).await;
+    assert_eq!(code, Some(400), "{reply}");
+    assert_eq!(reply["error"]["code"], "reserved_field", "{reply}");
+    // The typed client drops the field the node sets: an expiry in 2001 is after
+    // the client's `at` (2000) but before the node's clock, so it is refused.
+    let client = jetsource::client::Client::new(h.client.clone(), Default::default());
+    let command = |expires_at: &str| jetsource::domain::OrganizationCommand::ExtendOffer {
+        position_id: "eng".into(),
+        person_id: "ada".into(),
+        offer_id: "o-1".into(),
+        expires_at: expires_at.parse().unwrap(),
+        at: "2000-01-01T00:00:00Z".parse().unwrap(),
+    };
+    let refused = client
+        .execute::<Organization>(
+            "acme",
+            &command("2001-01-01T00:00:00Z"),
+            &Default::default(),
+        )
+        .await
+        .unwrap_err();
+    assert!(refused.to_string().contains("expir"), "{refused}");
+    let ack = client
+        .execute::<Organization>(
+            "acme",
+            &command("2031-01-01T00:00:00Z"),
+            &Default::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(ack.events, ["OfferExtended"]);
+}

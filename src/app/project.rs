@@ -12,8 +12,7 @@ use std::time::Duration;
 
 #[derive(clap::Args, Debug)]
 pub(crate) struct Args {
-    /// The projection's name (`project --help` of an app lists none; a wrong one
-    /// is answered with the known ones).
+    /// The projection's name (an unknown one is answered with the app's list).
     name: String,
     /// Build the next version of the view from the first event, with progress,
     /// switch queries to it once caught up, and exit. The running projection

@@ -434,6 +434,7 @@ impl crate::snapshot::Snapshot for Organization {}
 
 impl Aggregate for Organization {
     const NAME: &'static str = "organization";
+    const CLOCK: Option<&'static str> = Some("at");
     type Command = OrganizationCommand;
     type Event = OrganizationEvent;
     type Error = OrganizationError;

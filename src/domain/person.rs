@@ -489,6 +489,7 @@ impl crate::snapshot::Snapshot for Person {}
 
 impl Aggregate for Person {
     const NAME: &'static str = "person";
+    const CLOCK: Option<&'static str> = Some("at");
     type Command = PersonCommand;
     type Event = PersonEvent;
     type Error = PersonError;

@@ -109,8 +109,18 @@ where
     ) -> BoxFuture<'a, Result<Ack, Rejection>> {
         Box::pin(async move {
             let Body { id, mut fields } = body;
-            // Time enters at the edge: the node's clock, never the client's.
-            fields.insert("at".into(), json!(chrono::Utc::now()));
+            // Time enters at the edge: the node's clock, never the client's, and a
+            // client's value is refused rather than overwritten.
+            if let Some(clock) = A::CLOCK {
+                if fields.contains_key(clock) {
+                    return Err(Rejection::new(
+                        Status::Malformed,
+                        "reserved_field",
+                        format!("\"{clock}\" is set by the node (its clock); leave it out"),
+                    ));
+                }
+                fields.insert(clock.into(), json!(chrono::Utc::now()));
+            }
             let mut tagged = Map::new();
             tagged.insert(command.to_string(), Value::Object(fields));
             let command: A::Command =

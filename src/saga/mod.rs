@@ -142,7 +142,7 @@ impl SagaCommand {
     where
         A::Command: Serialize,
     {
-        let (name, body) = crate::client::command_body(id, command)
+        let (name, body) = crate::client::aggregate_command_body::<A>(id, command)
             .unwrap_or_else(|e| panic!("{} is not a node command: {e}", A::NAME));
         SagaCommand {
             step: step.to_string(),
