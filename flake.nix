@@ -1,7 +1,9 @@
 {
   description = "jetsource: event-sourced, CQRS domains on NATS JetStream";
 
-  inputs.nixpkgs.url = "github:NixOS/nixpkgs/nixos-unstable";
+  # One nixos-unstable revision (2026-06-29; nats-server >= 2.12), not the moving
+  # branch: the flake.lock a first `nix develop` writes is then the same everywhere.
+  inputs.nixpkgs.url = "github:NixOS/nixpkgs/b5aa0fbd538984f6e3d201be0005b4463d8b09f8";
 
   outputs = { self, nixpkgs }:
     let

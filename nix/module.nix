@@ -1,6 +1,7 @@
 # NixOS module: nats-server with JetStream (safe durability: fsync on every write)
-# and the accounts of a policy file, plus jetsource's node, projections and sagas,
-# each its own systemd service. It cannot run without authorization: `policy` and
+# and the accounts of a policy file, plus an app's node, projections and sagas,
+# each its own systemd service. The app is any binary built with `jetsource::App`
+# (`package`, with its `projections` and `sagas`); the reference app is the default. It cannot run without authorization: `policy` and
 # one of `environmentFile`/`credentialsFile` are required.
 #
 #   imports = [ jetsource.nixosModules.default ];

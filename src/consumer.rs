@@ -15,13 +15,33 @@ pub const CHECKPOINTS: &str = "checkpoints";
 /// Stream holding parked events.
 pub const DLQ: &str = "DLQ";
 
-/// A JetStream request failed; the text says which and why.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{0}")]
-pub struct JetStreamError(pub String);
+/// Why a consumer's (a projection's or a saga's) request to JetStream failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JetStreamErrorKind {
+    /// The server refused the request or did not answer in time; the cause says
+    /// which request. Retrying later can fix it.
+    Request,
+    /// A bucket or stream the consumer relies on is missing or unfit.
+    Unfit(String),
+    /// A stored record could not be read.
+    Unreadable(String),
+}
 
-pub(crate) fn js_err(e: impl std::fmt::Display) -> JetStreamError {
-    JetStreamError(e.to_string())
+impl std::fmt::Display for JetStreamErrorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            JetStreamErrorKind::Request => f.write_str("JetStream request failed"),
+            JetStreamErrorKind::Unfit(what) => write!(f, "{what}"),
+            JetStreamErrorKind::Unreadable(what) => write!(f, "unreadable {what}"),
+        }
+    }
+}
+
+/// A JetStream request of a consumer failed (see [`JetStreamErrorKind`]).
+pub type JetStreamError = crate::error::Error<JetStreamErrorKind>;
+
+pub(crate) fn js_err(e: impl Into<crate::error::BoxError>) -> JetStreamError {
+    JetStreamError::with_source(JetStreamErrorKind::Request, e)
 }
 
 /// The bucket `name`, created if missing.

@@ -17,6 +17,24 @@ use tokio::sync::watch;
 /// The bucket's name.
 pub const BUCKET: &str = "leases";
 
+/// What went wrong taking a lease.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeaseErrorKind {
+    /// The leases bucket could not be opened or created.
+    Bucket,
+}
+
+impl std::fmt::Display for LeaseErrorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LeaseErrorKind::Bucket => write!(f, "the {BUCKET} bucket could not be opened"),
+        }
+    }
+}
+
+/// Error of [`Lease::acquire`].
+pub type LeaseError = crate::error::Error<LeaseErrorKind>;
+
 /// A held lease; renewed in the background until released or lost.
 #[derive(Debug)]
 pub struct Lease {
@@ -30,14 +48,18 @@ pub struct Lease {
 
 impl Lease {
     /// Waits until this instance holds the lease on `key`.
-    pub async fn acquire(store: &EventStore, key: &str, ttl: Duration) -> Result<Lease, String> {
+    pub async fn acquire(
+        store: &EventStore,
+        key: &str,
+        ttl: Duration,
+    ) -> Result<Lease, LeaseError> {
         let config = kv::Config {
             max_age: ttl,
             ..crate::store::buckets::plain(BUCKET, store.config().replicas)
         };
         let kv = crate::store::buckets::ensure(store.jetstream(), config)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| LeaseError::with_source(LeaseErrorKind::Bucket, e))?;
         let holder = format!("{}/{}", std::process::id(), uuid::Uuid::now_v7());
         let mut announced = false;
         let revision = loop {

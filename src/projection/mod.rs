@@ -22,7 +22,7 @@ pub mod status;
 pub mod storage;
 pub mod versions;
 
-pub use runner::{PoisonPolicy, ProjectionRunner, RunnerConfig, RunnerError};
+pub use runner::{PoisonPolicy, ProjectionRunner, RunnerConfig, RunnerError, RunnerErrorKind};
 
 use crate::store::RecordedEvent;
 use serde_json::Value;

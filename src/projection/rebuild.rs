@@ -2,7 +2,7 @@
 //! into its own bucket while the active one keeps answering, and queries switch
 //! to it only once it has caught up.
 
-use super::runner::{ProjectionRunner, RunnerConfig, RunnerError};
+use super::runner::{js_err, ProjectionRunner, RunnerConfig, RunnerError, RunnerErrorKind};
 use super::{versions, Projection};
 use crate::store::EventStore;
 
@@ -33,10 +33,6 @@ impl<P: Projection> std::fmt::Debug for Rebuild<P> {
             .field("version", &self.version)
             .finish()
     }
-}
-
-fn js_err(e: impl std::fmt::Display) -> RunnerError {
-    RunnerError::JetStream(e.to_string())
 }
 
 impl<P: Projection> Rebuild<P> {
@@ -92,10 +88,10 @@ impl<P: Projection> Rebuild<P> {
     /// Points queries at the new version. Only once caught up.
     pub async fn switch(self) -> Result<u32, RunnerError> {
         if !self.caught_up {
-            return Err(RunnerError::JetStream(format!(
-                "version {} has not caught up yet",
-                self.version
-            )));
+            return Err(RunnerErrorKind::NotCaughtUp {
+                version: self.version,
+            }
+            .into());
         }
         versions::set_active(&self.store, &self.name, self.version)
             .await

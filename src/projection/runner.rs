@@ -21,6 +21,7 @@ use async_nats::jetstream::consumer::pull;
 use async_nats::jetstream::{self, kv};
 use futures::StreamExt;
 use std::collections::{HashMap, HashSet};
+use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,7 +33,7 @@ pub enum PoisonPolicy {
     /// Park it in `DLQ` and go on with the next event.
     #[default]
     Park,
-    /// Park it and stop the runner with [`RunnerError::Stopped`].
+    /// Park it and stop the runner with [`RunnerErrorKind::Stopped`].
     Stop,
 }
 
@@ -67,13 +68,12 @@ impl Default for RunnerConfig {
 }
 
 /// Why a runner stopped.
-#[derive(Debug, thiserror::Error)]
-pub enum RunnerError {
-    /// A JetStream request (consumer, bucket, fetch, write, ack) failed.
-    #[error("{0}")]
-    JetStream(String),
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunnerErrorKind {
+    /// A JetStream request (consumer, bucket, fetch, write, ack) failed; the cause
+    /// says which. [`ProjectionRunner::resume`] goes on from the checkpoint.
+    JetStream,
     /// An event was parked and the policy says stop.
-    #[error("stopped on event {seq} (parked in DLQ): {reason}")]
     Stopped {
         /// Its stream sequence.
         seq: u64,
@@ -82,32 +82,55 @@ pub enum RunnerError {
     },
     /// Another runner committed meanwhile: this batch was refused whole, and the
     /// runner goes on from the checkpoint as it now stands.
-    #[error("{0}")]
-    Superseded(String),
+    Superseded,
+    /// A rebuilt version was asked to switch before it caught up.
+    NotCaughtUp {
+        /// The version being built.
+        version: u32,
+    },
 }
 
-fn js_err(e: impl std::fmt::Display) -> RunnerError {
-    RunnerError::JetStream(e.to_string())
+impl fmt::Display for RunnerErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RunnerErrorKind::JetStream => f.write_str("projection runner stopped"),
+            RunnerErrorKind::Stopped { seq, reason } => {
+                write!(f, "stopped on event {seq} (parked in DLQ): {reason}")
+            }
+            RunnerErrorKind::Superseded => f.write_str("another projection runner committed"),
+            RunnerErrorKind::NotCaughtUp { version } => {
+                write!(f, "version {version} has not caught up yet")
+            }
+        }
+    }
+}
+
+/// Error of [`ProjectionRunner`]'s and [`Rebuild`](super::rebuild::Rebuild)'s operations.
+pub type RunnerError = crate::error::Error<RunnerErrorKind>;
+
+pub(crate) fn js_err(e: impl Into<crate::error::BoxError>) -> RunnerError {
+    RunnerError::with_source(RunnerErrorKind::JetStream, e)
 }
 
 impl From<JetStreamError> for RunnerError {
     fn from(e: JetStreamError) -> Self {
-        RunnerError::JetStream(e.0)
+        js_err(e)
     }
 }
 
 impl From<consumer::Stolen> for RunnerError {
     fn from(e: consumer::Stolen) -> Self {
-        RunnerError::Superseded(e.to_string())
+        RunnerError::with_source(RunnerErrorKind::Superseded, e)
     }
 }
 
 impl From<CommitError> for RunnerError {
     fn from(e: CommitError) -> Self {
-        match e {
-            CommitError::Fenced(_) => RunnerError::Superseded(e.to_string()),
-            CommitError::Failed { .. } => RunnerError::JetStream(e.to_string()),
-        }
+        let kind = match e {
+            CommitError::Fenced(_) => RunnerErrorKind::Superseded,
+            CommitError::Failed { .. } => RunnerErrorKind::JetStream,
+        };
+        RunnerError::with_source(kind, e)
     }
 }
 
@@ -175,8 +198,8 @@ impl<P: Projection> consumer::Stepping for ProjectionRunner<P> {
     fn is_transient(error: &RunnerError) -> bool {
         // Fenced off: nothing was written; go on from the checkpoint as it stands.
         matches!(
-            error,
-            RunnerError::JetStream(_) | RunnerError::Superseded(_)
+            error.kind(),
+            RunnerErrorKind::JetStream | RunnerErrorKind::Superseded
         )
     }
 
@@ -323,7 +346,7 @@ impl<P: Projection> ProjectionRunner<P> {
                     messages[i].ack().await.map_err(js_err)?;
                     self.carried = messages.split_off(i + 1);
                     if self.config.poison == PoisonPolicy::Stop {
-                        return Err(RunnerError::Stopped { seq: *seq, reason });
+                        return Err(RunnerErrorKind::Stopped { seq: *seq, reason }.into());
                     }
                 } else {
                     // It comes again first, after a pause that grows.

@@ -26,14 +26,46 @@ pub struct ConsumerStatus {
     pub parked: u64,
 }
 
+/// What went wrong gathering the consumers' status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StatusErrorKind {
+    /// The event stream or its info could not be read.
+    Stream,
+    /// The `DLQ` stream's subjects could not be counted.
+    Dlq,
+    /// The consumers could not be listed.
+    Consumers,
+}
+
+impl std::fmt::Display for StatusErrorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            StatusErrorKind::Stream => "the event stream could not be read",
+            StatusErrorKind::Dlq => "the DLQ stream could not be read",
+            StatusErrorKind::Consumers => "the consumers could not be listed",
+        })
+    }
+}
+
+/// Error of [`consumers`].
+pub type StatusError = crate::error::Error<StatusErrorKind>;
+
+fn failed<E: Into<crate::error::BoxError>>(kind: StatusErrorKind) -> impl FnOnce(E) -> StatusError {
+    move |e| StatusError::with_source(kind, e)
+}
+
 /// The status of every durable consumer on the event stream.
-pub async fn consumers(store: &EventStore) -> Result<Vec<ConsumerStatus>, String> {
+pub async fn consumers(store: &EventStore) -> Result<Vec<ConsumerStatus>, StatusError> {
     let js = store.jetstream();
     let mut stream = js
         .get_stream(&store.config().stream)
         .await
-        .map_err(|e| e.to_string())?;
-    let info = stream.info().await.map_err(|e| e.to_string())?.clone();
+        .map_err(failed(StatusErrorKind::Stream))?;
+    let info = stream
+        .info()
+        .await
+        .map_err(failed(StatusErrorKind::Stream))?
+        .clone();
     let last_seq = info.state.last_sequence;
     let last_ts = info.state.last_timestamp;
     let checkpoints = js.get_key_value(CHECKPOINTS).await.ok();
@@ -43,9 +75,11 @@ pub async fn consumers(store: &EventStore) -> Result<Vec<ConsumerStatus>, String
             let mut subjects = dlq
                 .info_with_subjects(format!("{}dlq.>", store.subjects().prefix()))
                 .await
-                .map_err(|e| e.to_string())?;
-            while let Some((subject, count)) =
-                subjects.try_next().await.map_err(|e| e.to_string())?
+                .map_err(failed(StatusErrorKind::Dlq))?;
+            while let Some((subject, count)) = subjects
+                .try_next()
+                .await
+                .map_err(failed(StatusErrorKind::Dlq))?
             {
                 per_subject.insert(subject, count as u64);
             }
@@ -55,7 +89,11 @@ pub async fn consumers(store: &EventStore) -> Result<Vec<ConsumerStatus>, String
     };
     let mut out = Vec::new();
     let mut consumers = stream.consumers();
-    while let Some(c) = consumers.try_next().await.map_err(|e| e.to_string())? {
+    while let Some(c) = consumers
+        .try_next()
+        .await
+        .map_err(failed(StatusErrorKind::Consumers))?
+    {
         let name = c.name.clone();
         // A projection's checkpoint lives beside its rows; a saga's in `checkpoints`.
         let checkpoint = match (super::versions::bucket_of_consumer(&name), &checkpoints) {

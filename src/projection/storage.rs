@@ -11,7 +11,7 @@
 //! refused and writes nothing. That is the fence; leases only keep standbys idle.
 
 use super::Row;
-use crate::consumer::{js_err, JetStreamError};
+use crate::consumer::{js_err, JetStreamError, JetStreamErrorKind};
 use crate::store::append::OutMsg;
 use crate::store::{AppendErrorKind, EventStore};
 use async_nats::jetstream::{self, kv};
@@ -53,14 +53,19 @@ pub(crate) async fn open(
         .map_err(js_err)?;
     let mut config = info["config"].clone();
     if config.is_null() {
-        return Err(JetStreamError(format!("no stream behind bucket {name}")));
+        return Err(JetStreamError::new(JetStreamErrorKind::Unfit(format!(
+            "no stream behind bucket {name}"
+        ))));
     }
     if config["allow_atomic"] != json!(true) {
         config["allow_atomic"] = json!(true);
         crate::store::stream::update(js, &kv.stream_name, &config)
             .await
             .map_err(|e| {
-                JetStreamError(format!("bucket {name} cannot take atomic batches: {e}"))
+                JetStreamError::with_source(
+                    JetStreamErrorKind::Unfit(format!("bucket {name} cannot take atomic batches")),
+                    e,
+                )
             })?;
     }
     Ok(kv)

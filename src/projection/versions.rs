@@ -47,29 +47,57 @@ pub fn consumer_name(projection: &str, version: u32) -> String {
     }
 }
 
-pub(crate) async fn registry(store: &EventStore) -> Result<kv::Store, String> {
+/// What went wrong reading or switching a view's active version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VersionsErrorKind {
+    /// The registry bucket could not be opened or created.
+    Bucket,
+    /// The active version could not be read.
+    Read,
+    /// The active version could not be written.
+    Write,
+}
+
+impl std::fmt::Display for VersionsErrorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            VersionsErrorKind::Bucket => write!(f, "the {BUCKET} bucket could not be opened"),
+            VersionsErrorKind::Read => write!(f, "the active view version could not be read"),
+            VersionsErrorKind::Write => write!(f, "the active view version could not be written"),
+        }
+    }
+}
+
+/// Error of [`active`] and [`set_active`].
+pub type VersionsError = crate::error::Error<VersionsErrorKind>;
+
+pub(crate) async fn registry(store: &EventStore) -> Result<kv::Store, VersionsError> {
     let config = crate::store::buckets::plain(BUCKET, store.config().replicas);
     crate::store::buckets::ensure(store.jetstream(), config)
         .await
-        .map_err(|e| e.to_string())
+        .map_err(|e| VersionsError::with_source(VersionsErrorKind::Bucket, e))
 }
 
 /// The version queries read now.
-pub async fn active(store: &EventStore, projection: &str) -> Result<u32, String> {
+pub async fn active(store: &EventStore, projection: &str) -> Result<u32, VersionsError> {
     let kv = registry(store).await?;
     Ok(kv
         .get(projection)
         .await
-        .map_err(|e| e.to_string())?
+        .map_err(|e| VersionsError::with_source(VersionsErrorKind::Read, e))?
         .and_then(|b| String::from_utf8_lossy(&b).parse().ok())
         .unwrap_or(1))
 }
 
 /// Makes `version` the one queries read.
-pub async fn set_active(store: &EventStore, projection: &str, version: u32) -> Result<(), String> {
+pub async fn set_active(
+    store: &EventStore,
+    projection: &str,
+    version: u32,
+) -> Result<(), VersionsError> {
     let kv = registry(store).await?;
     kv.put(projection, version.to_string().into_bytes().into())
         .await
         .map(|_| ())
-        .map_err(|e| e.to_string())
+        .map_err(|e| VersionsError::with_source(VersionsErrorKind::Write, e))
 }

@@ -2,7 +2,7 @@
 //! sagas` lists and shows. Finished instances stay, marked with their outcome.
 
 use super::BUCKET;
-use crate::consumer::{js_err, JetStreamError};
+use crate::consumer::{js_err, JetStreamError, JetStreamErrorKind};
 use crate::store::EventStore;
 use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
@@ -147,9 +147,12 @@ pub async fn show(
         return Ok(None);
     };
     match bucket.get(key(saga, instance)).await.map_err(js_err)? {
-        Some(bytes) => serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|e| JetStreamError(format!("unreadable saga instance: {e}"))),
+        Some(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+            JetStreamError::with_source(
+                JetStreamErrorKind::Unreadable(format!("saga instance {saga}.{instance}")),
+                e,
+            )
+        }),
         None => Ok(None),
     }
 }

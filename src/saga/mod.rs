@@ -24,7 +24,7 @@ pub mod runner;
 pub mod timers;
 
 pub use instances::Instance;
-pub use runner::{SagaConfig, SagaError, SagaRunner};
+pub use runner::{SagaConfig, SagaError, SagaErrorKind, SagaRunner};
 
 use crate::aggregate::Aggregate;
 use crate::store::MalformedEvent;

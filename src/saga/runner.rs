@@ -58,32 +58,42 @@ impl Default for SagaConfig {
 }
 
 /// Why a saga runner stopped or a step failed.
-#[derive(Debug, thiserror::Error)]
-pub enum SagaError {
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SagaErrorKind {
     /// A JetStream request failed, or commands found no node in time; the step is
     /// retried from the checkpoint.
-    #[error("{0}")]
-    Unavailable(String),
+    Unavailable,
     /// Another runner moved the checkpoint: this one must not write.
-    #[error("{0}")]
-    Superseded(String),
+    Superseded,
 }
+
+impl std::fmt::Display for SagaErrorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SagaErrorKind::Unavailable => "saga step not done yet",
+            SagaErrorKind::Superseded => "another saga runner took over",
+        })
+    }
+}
+
+/// Error of [`SagaRunner`]'s operations.
+pub type SagaError = crate::error::Error<SagaErrorKind>;
 
 impl From<JetStreamError> for SagaError {
     fn from(e: JetStreamError) -> Self {
-        SagaError::Unavailable(e.0)
+        SagaError::with_source(SagaErrorKind::Unavailable, e)
     }
 }
 
 impl From<consumer::Stolen> for SagaError {
     fn from(e: consumer::Stolen) -> Self {
-        SagaError::Superseded(e.to_string())
+        SagaError::with_source(SagaErrorKind::Superseded, e)
     }
 }
 
 impl From<Superseded> for SagaError {
     fn from(e: Superseded) -> Self {
-        SagaError::Superseded(e.to_string())
+        SagaError::with_source(SagaErrorKind::Superseded, e)
     }
 }
 
@@ -265,7 +275,7 @@ impl<G: Saga> SagaRunner<G> {
                                 let name = consumer_name(&shared.saga);
                                 consumer::park(&shared.store, &name, &messages[i], *seq, &reason)
                                     .await
-                                    .map_err(|e| (*seq, e.0))?;
+                                    .map_err(|e| (*seq, e.to_string()))?;
                             }
                             Err(Failure::Transient(reason)) => return Err((*seq, reason)),
                         }
@@ -286,9 +296,10 @@ impl<G: Saga> SagaRunner<G> {
         };
         self.checkpoint.advance(handled_up_to).await?;
         if let Some((seq, reason)) = failed {
-            return Err(SagaError::Unavailable(format!(
-                "event {seq} not handled yet: {reason}"
-            )));
+            return Err(SagaError::with_source(
+                SagaErrorKind::Unavailable,
+                format!("event {seq} not handled yet: {reason}"),
+            ));
         }
         messages
             .last()
@@ -324,10 +335,10 @@ impl<G: Saga> SagaRunner<G> {
                     Ok(()) | Err(Failure::Poison(_)) => {}
                     Err(Failure::Transient(reason)) => {
                         let _ = m.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await;
-                        return Err(SagaError::Unavailable(format!(
-                            "deadline {} not handled yet: {reason}",
-                            m.subject
-                        )));
+                        return Err(SagaError::with_source(
+                            SagaErrorKind::Unavailable,
+                            format!("deadline {} not handled yet: {reason}", m.subject),
+                        ));
                     }
                 }
             }
@@ -349,7 +360,10 @@ impl<G: Saga> consumer::Stepping for SagaRunner<G> {
     fn is_transient(error: &SagaError) -> bool {
         // Superseded: the checkpoint moved (a `dlq retry` rewound it, or another
         // instance handled events); go on from where it now stands.
-        matches!(error, SagaError::Unavailable(_) | SagaError::Superseded(_))
+        matches!(
+            error.kind(),
+            SagaErrorKind::Unavailable | SagaErrorKind::Superseded
+        )
     }
 
     async fn restart(&mut self) -> Result<(), SagaError> {
@@ -408,6 +422,15 @@ impl<G: Saga> Shared<G> {
             if reaction.is_nothing(&record.state) {
                 return Ok(());
             }
+            // The saga's own state type must serialize: check before any command goes
+            // out, so a state that cannot be stored parks the input instead of
+            // acting on it.
+            serde_json::to_vec(&reaction.state).map_err(|e| {
+                Failure::Poison(format!(
+                    "the {} saga's state does not serialize: {e}",
+                    self.saga.name()
+                ))
+            })?;
             match &trigger {
                 Trigger::Event(e) => {
                     record.seq = e.seq;
@@ -496,7 +519,12 @@ impl<G: Saga> Shared<G> {
                 record.log.drain(..excess);
             }
             let key = instances::key(self.saga.name(), instance);
-            let bytes = serde_json::to_vec(&record).expect("a saga record serializes");
+            let bytes = serde_json::to_vec(&record).map_err(|e| {
+                Failure::Poison(format!(
+                    "the {} saga's record does not serialize: {e}",
+                    self.saga.name()
+                ))
+            })?;
             let written = if revision == 0 {
                 self.records.create(&key, bytes.into()).await.is_ok()
             } else {
