@@ -108,7 +108,7 @@ impl Checkpoint {
     pub(crate) async fn reload(&mut self) -> Result<(), JetStreamError> {
         (self.value, self.revision) = match self.bucket.entry(&self.key).await.map_err(js_err)? {
             Some(entry) => (
-                String::from_utf8_lossy(&entry.value).parse().unwrap_or(0),
+                crate::projection::storage::decode_number(&entry.value).unwrap_or(0),
                 entry.revision,
             ),
             None => (0, 0),
@@ -121,7 +121,7 @@ impl Checkpoint {
         if to <= self.value {
             return Ok(());
         }
-        let value = to.to_string().into_bytes().into();
+        let value = crate::projection::storage::encode_number(to);
         let written = if self.revision == 0 {
             self.bucket.create(&self.key, value).await.ok()
         } else {

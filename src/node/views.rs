@@ -212,7 +212,7 @@ impl Served {
             .await
             .ok()
             .flatten()
-            .and_then(|b| String::from_utf8_lossy(&b).parse().ok())
+            .and_then(|b| storage::decode_number(&b))
             .unwrap_or(1);
         let active = Arc::new(AtomicU32::new(version));
         let watcher = {
@@ -224,7 +224,7 @@ impl Served {
                     return;
                 };
                 while let Some(Ok(entry)) = updates.next().await {
-                    if let Ok(v) = String::from_utf8_lossy(&entry.value).parse() {
+                    if let Some(v) = storage::decode_number(&entry.value) {
                         active.store(v, Ordering::Relaxed);
                     }
                 }

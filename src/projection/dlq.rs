@@ -172,11 +172,11 @@ pub async fn retry(store: &EventStore, dlq_seq: u64) -> Result<Parked, DlqError>
         .get(&parked.consumer)
         .await
         .map_err(err)?
-        .and_then(|b| String::from_utf8_lossy(&b).parse::<u64>().ok())
+        .and_then(|b| super::storage::decode_number::<u64>(&b))
         .unwrap_or(0);
     if current > rewound {
         checkpoints
-            .put(&parked.consumer, rewound.to_string().into_bytes().into())
+            .put(&parked.consumer, super::storage::encode_number(rewound))
             .await
             .map_err(err)?;
     }

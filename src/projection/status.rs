@@ -103,7 +103,7 @@ pub async fn consumers(store: &EventStore) -> Result<Vec<ConsumerStatus>, Status
                 .await
                 .ok()
                 .flatten()
-                .and_then(|b| String::from_utf8_lossy(&b).parse().ok())
+                .and_then(|b| super::storage::decode_number(&b))
                 .unwrap_or(0),
             (None, None) => 0,
         };

@@ -9,6 +9,11 @@
 //! revision its writer last saw (`Nats-Expected-Last-Subject-Sequence`): a second
 //! instance, or one that was paused while another took over, has its whole batch
 //! refused and writes nothing. That is the fence; leases only keep standbys idle.
+//!
+//! This module owns the read side's stored formats: rows (`{seq, value}` JSON),
+//! checkpoints (a projection's beside its rows, a saga's in `checkpoints`) and view
+//! versions (`view_versions`), the last two as decimal text (`encode_number`,
+//! `decode_number`) so `nats kv get` shows them as they are.
 
 use super::Row;
 use crate::consumer::{js_err, JetStreamError, JetStreamErrorKind};
@@ -17,6 +22,7 @@ use crate::store::{AppendErrorKind, EventStore};
 use async_nats::jetstream::{self, kv};
 use async_nats::HeaderMap;
 use serde_json::{json, Value};
+use std::str::FromStr;
 
 /// The key of the checkpoint inside a view's bucket (no row key starts with `_`).
 pub const CHECKPOINT_KEY: &str = "_jetsource.checkpoint";
@@ -72,6 +78,16 @@ pub(crate) async fn open(
 }
 
 /// A row's bytes as stored.
+/// A checkpoint or view version as stored: decimal text.
+pub(crate) fn encode_number(n: impl std::fmt::Display) -> bytes::Bytes {
+    n.to_string().into_bytes().into()
+}
+
+/// A stored checkpoint or view version; `None` if the bytes are not one.
+pub(crate) fn decode_number<T: FromStr>(bytes: &[u8]) -> Option<T> {
+    std::str::from_utf8(bytes).ok()?.trim().parse().ok()
+}
+
 pub(crate) fn encode_row(row: &Row) -> Vec<u8> {
     serde_json::to_vec(row).expect("a row of JSON values serializes")
 }
@@ -94,7 +110,7 @@ pub(crate) struct Checkpoint {
 pub(crate) async fn read_checkpoint(kv: &kv::Store) -> Result<Checkpoint, JetStreamError> {
     Ok(match kv.entry(CHECKPOINT_KEY).await.map_err(js_err)? {
         Some(entry) if entry.operation == kv::Operation::Put => Checkpoint {
-            value: String::from_utf8_lossy(&entry.value).parse().unwrap_or(0),
+            value: decode_number(&entry.value).unwrap_or(0),
             revision: entry.revision,
         },
         Some(entry) => Checkpoint {
@@ -150,7 +166,7 @@ pub(crate) async fn commit(
     let mut msgs = vec![OutMsg {
         subject: format!("{prefix}{CHECKPOINT_KEY}"),
         headers: fence,
-        payload: to.to_string().into_bytes().into(),
+        payload: encode_number(to),
     }];
     msgs.extend(rows.into_iter().map(|(key, row)| OutMsg {
         subject: format!("{prefix}{key}"),

@@ -85,7 +85,7 @@ pub async fn active(store: &EventStore, projection: &str) -> Result<u32, Version
         .get(projection)
         .await
         .map_err(|e| VersionsError::with_source(VersionsErrorKind::Read, e))?
-        .and_then(|b| String::from_utf8_lossy(&b).parse().ok())
+        .and_then(|b| super::storage::decode_number(&b))
         .unwrap_or(1))
 }
 
@@ -96,7 +96,7 @@ pub async fn set_active(
     version: u32,
 ) -> Result<(), VersionsError> {
     let kv = registry(store).await?;
-    kv.put(projection, version.to_string().into_bytes().into())
+    kv.put(projection, super::storage::encode_number(version))
         .await
         .map(|_| ())
         .map_err(|e| VersionsError::with_source(VersionsErrorKind::Write, e))
