@@ -328,11 +328,18 @@ fn log_tail(path: &Path, lines: usize) -> String {
         .join("\n")
 }
 
-/// An error naming the first child that exited.
+/// An error naming the first child that exited, with the end of its log (a
+/// demo's temporary data dir, logs included, is gone once `up` returns).
 fn check(running: &mut [Running]) -> Result<()> {
     for r in running.iter_mut() {
         if let Ok(Some(status)) = r.child.try_wait() {
-            return Err(format!("{} exited ({status}): see its log", r.name).into());
+            return Err(format!(
+                "{} exited ({status}); its log ({}) ends:\n{}",
+                r.name,
+                r.log.display(),
+                log_tail(&r.log, 10)
+            )
+            .into());
         }
     }
     Ok(())
