@@ -3,16 +3,11 @@
 
 mod support;
 
-use jetsource::node::{NodeConfig, RunningNode};
+use jetsource::node::NodeConfig;
 use jetsource::testing::TestServer;
-use jetsource::EventStore;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 use support::raw::{Frame, Raw};
-
-async fn node(server: &TestServer) -> (async_nats::Client, EventStore, RunningNode) {
-    support::reference_node(server, NodeConfig::default()).await
-}
 
 fn register(id: &str) -> Vec<u8> {
     format!(r#"{{"id":"{id}","name":"N","email":"{id}@example.org"}}"#).into_bytes()
@@ -45,7 +40,7 @@ fn status(frame: &Frame) -> Option<u16> {
 #[tokio::test]
 async fn malformed_header_blocks_get_a_reply_and_keep_the_node_connected() {
     let server = TestServer::start();
-    let (node_client, store, _node) = node(&server).await;
+    let (node_client, store, _node) = support::reference_node(&server, NodeConfig::default()).await;
     let connects = node_client.statistics().connects.load(Ordering::Relaxed);
 
     // Bystanders asking all along: every one must be answered.
@@ -365,7 +360,7 @@ async fn seeded_fuzz_of_subjects_headers_bodies_and_frames() {
         .unwrap_or(20261202u64);
     let cases = 3000;
     let server = TestServer::start();
-    let (node_client, store, _node) = node(&server).await;
+    let (node_client, store, _node) = support::reference_node(&server, NodeConfig::default()).await;
     let connects = node_client.statistics().connects.load(Ordering::Relaxed);
     let client = jetsource::connect(&server.url()).await.unwrap();
     let rss_before = rss_bytes();

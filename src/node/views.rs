@@ -175,8 +175,6 @@ impl Rows {
 pub(crate) struct Served {
     pub(crate) queries: Box<dyn ViewQueries>,
     store: crate::store::EventStore,
-    js: async_nats::jetstream::Context,
-    replicas: usize,
     /// The active version, kept current by a watch on `view_versions`.
     active: Arc<AtomicU32>,
     /// The rows of the version last opened.
@@ -191,11 +189,24 @@ impl Drop for Served {
 }
 
 async fn open_bucket(
-    js: &async_nats::jetstream::Context,
+    store: &crate::store::EventStore,
     name: String,
-    replicas: usize,
 ) -> Result<kv::Store, CreateKeyValueError> {
-    crate::store::buckets::ensure(js, crate::store::buckets::plain(name, replicas)).await
+    let config = crate::store::buckets::plain(name, store.config().replicas);
+    crate::store::buckets::ensure(store.jetstream(), config).await
+}
+
+impl Rows {
+    /// The rows in bucket `name`, created if missing.
+    async fn open(
+        store: &crate::store::EventStore,
+        name: String,
+    ) -> Result<Rows, CreateKeyValueError> {
+        Ok(Rows {
+            kv: open_bucket(store, name).await?,
+            store: store.clone(),
+        })
+    }
 }
 
 impl Served {
@@ -203,10 +214,8 @@ impl Served {
         store: &crate::store::EventStore,
         queries: Box<dyn ViewQueries>,
     ) -> Result<Served, CreateKeyValueError> {
-        let js = store.jetstream().clone();
-        let replicas = store.config().replicas;
         let projection = queries.projection();
-        let registry = open_bucket(&js, versions::BUCKET.to_string(), replicas).await?;
+        let registry = open_bucket(store, versions::BUCKET.to_string()).await?;
         let version = registry
             .get(projection)
             .await
@@ -230,15 +239,10 @@ impl Served {
                 }
             })
         };
-        let rows = Rows {
-            kv: open_bucket(&js, versions::bucket_name(projection, version), replicas).await?,
-            store: store.clone(),
-        };
+        let rows = Rows::open(store, versions::bucket_name(projection, version)).await?;
         Ok(Served {
             queries,
             store: store.clone(),
-            js,
-            replicas,
             active,
             current: tokio::sync::RwLock::new((version, rows)),
             watcher,
@@ -255,12 +259,7 @@ impl Served {
             }
         }
         let name = versions::bucket_name(self.queries.projection(), active);
-        let rows = Rows {
-            kv: open_bucket(&self.js, name, self.replicas)
-                .await
-                .map_err(unavailable)?,
-            store: self.store.clone(),
-        };
+        let rows = Rows::open(&self.store, name).await.map_err(unavailable)?;
         *self.current.write().await = (active, rows.clone());
         Ok((active, rows))
     }
