@@ -9,15 +9,14 @@
 //! subcommand (`-- --help`).
 
 use chrono::{DateTime, Duration, Utc};
-use futures::future::BoxFuture;
-use jetsource::node::{views, Rejection, Rows, Status, ViewQueries};
+use jetsource::projection::query::{valid_id, Queries, QueryError, Rows};
 use jetsource::projection::{ApplyError, Projection, View};
 use jetsource::saga::{Input, Reaction, Saga, SagaCommand};
 use jetsource::{
     decode_event, Aggregate, DomainError, DomainEvent, MalformedEvent, RecordedEvent, RefusalKind,
 };
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 use std::sync::Arc;
 
 /// The commands: an externally tagged enum of struct variants (`cmd.order.<Variant>`).
@@ -200,6 +199,10 @@ impl Projection for OrderSummary {
         &["order"]
     }
 
+    fn queries(&self) -> Queries {
+        Queries::on("orders").query("get", get_order)
+    }
+
     fn apply(&self, view: &mut View, event: &RecordedEvent) -> Result<(), ApplyError> {
         let key = format!("order.{}", event.aggregate_id);
         let e = decode_event::<OrderEvent>(event).map_err(|m| ApplyError::Failed(m.to_string()))?;
@@ -242,36 +245,18 @@ impl Projection for OrderSummary {
     }
 }
 
-/// `qry.orders.get {"id"}` over [`OrderSummary`].
-#[derive(Debug, Clone, Copy)]
-struct OrderQueries;
+/// The body of `qry.orders.get`.
+#[derive(Debug, Deserialize)]
+struct ById {
+    id: String,
+}
 
-impl ViewQueries for OrderQueries {
-    fn view(&self) -> &'static str {
-        "orders"
-    }
-
-    fn projection(&self) -> &'static str {
-        "order_summary"
-    }
-
-    fn queries(&self) -> &[&'static str] {
-        &["get"]
-    }
-
-    fn answer<'a>(
-        &'a self,
-        rows: &'a Rows,
-        _query: &'a str,
-        fields: Map<String, Value>,
-    ) -> BoxFuture<'a, Result<Value, Rejection>> {
-        Box::pin(async move {
-            let id = views::id_field(&fields, "id")?;
-            rows.get(&format!("order.{id}")).await?.ok_or_else(|| {
-                Rejection::new(Status::NotFound, "not_found", format!("no order {id}"))
-            })
-        })
-    }
+/// `qry.orders.get {"id"}`: the order's row, 404 if there is none.
+async fn get_order(rows: Rows, ById { id }: ById) -> Result<Value, QueryError> {
+    let id = valid_id("id", &id)?;
+    rows.get(&format!("order.{id}"))
+        .await?
+        .ok_or_else(|| QueryError::not_found(format!("no order {id}")))
 }
 
 /// Cancels an order not shipped by its ship-by time; one instance per order.
@@ -328,7 +313,6 @@ fn main() -> std::process::ExitCode {
     jetsource::App::new("orders")
         .aggregate::<Order>()
         .projection(OrderSummary)
-        .queries(OrderQueries)
         .saga(Fulfilment)
         .demo(Arc::new(|nats, stack| Box::pin(demo(nats, stack))))
         .run()

@@ -307,9 +307,7 @@ async fn a_view_differs_from_its_events_after_projection_crashes() {
 
 #[tokio::test]
 async fn the_organization_and_offer_views_follow_a_hire() {
-    use jetsource::domain::views::{
-        OfferQueries, OffersView, OrganizationQueries, OrganizationsView,
-    };
+    use jetsource::domain::views::{OffersView, OrganizationsView};
     let server = TestServer::start();
     let client = jetsource::connect(&server.url()).await.unwrap();
     let store = EventStore::open(client.clone(), StoreConfig::default())
@@ -318,8 +316,8 @@ async fn the_organization_and_offer_views_follow_a_hire() {
     let _node = Node::new(store.clone(), NodeConfig::default())
         .register::<Person>(Default::default())
         .register::<Organization>(Default::default())
-        .view(OrganizationQueries)
-        .view(OfferQueries)
+        .view(&OrganizationsView)
+        .view(&OffersView)
         .start()
         .await
         .unwrap();
@@ -441,7 +439,7 @@ async fn the_organization_and_offer_views_follow_a_hire() {
 
 #[tokio::test]
 async fn min_seq_of_an_event_the_view_does_not_read_is_reached_once_caught_up() {
-    use jetsource::domain::views::{OrganizationQueries, OrganizationsView};
+    use jetsource::domain::views::OrganizationsView;
     let server = TestServer::start();
     let client = jetsource::connect(&server.url()).await.unwrap();
     let store = EventStore::open(client.clone(), StoreConfig::default())
@@ -450,7 +448,7 @@ async fn min_seq_of_an_event_the_view_does_not_read_is_reached_once_caught_up() 
     let _node = Node::new(store.clone(), NodeConfig::default())
         .register::<Person>(Default::default())
         .register::<Organization>(Default::default())
-        .view(OrganizationQueries)
+        .view(&OrganizationsView)
         .start()
         .await
         .unwrap();

@@ -46,7 +46,7 @@ mod up;
 pub use up::Stack;
 
 use crate::aggregate::{Aggregate, DomainError};
-use crate::node::{Node, ViewQueries};
+use crate::node::Node;
 use crate::projection::Projection;
 use crate::saga::Saga;
 use crate::snapshot::Snapshot;
@@ -64,7 +64,6 @@ use std::sync::Arc;
 pub struct App {
     name: &'static str,
     aggregates: Vec<AggregateEntry>,
-    queries: Vec<QueriesEntry>,
     projections: Vec<Arc<dyn RunProjection>>,
     sagas: Vec<Arc<dyn RunSaga>>,
     demo: Option<Demo>,
@@ -83,8 +82,6 @@ impl std::fmt::Debug for App {
 /// Serves one aggregate on a node being built (with snapshots every `every` events).
 type AggregateEntry =
     Arc<dyn Fn(Node, EventStore, u64) -> BoxFuture<'static, Result<Node>> + Send + Sync + 'static>;
-/// Makes one view's queries for a node being built.
-type QueriesEntry = Arc<dyn Fn() -> Box<dyn ViewQueries> + Send + Sync + 'static>;
 
 /// The story `jetsource up --demo` tells against the running stack, if the app has one.
 pub type Demo = Arc<
@@ -98,6 +95,8 @@ pub type Demo = Arc<
 trait RunProjection: Send + Sync + 'static {
     fn name(&self) -> String;
     fn run(&self, args: project::Args) -> LocalBoxFuture<'static, Result<Outcome>>;
+    /// `node`, also serving this projection's queries.
+    fn serve_queries(&self, node: Node) -> Node;
 }
 
 impl<P: Projection + Clone> RunProjection for P {
@@ -107,6 +106,9 @@ impl<P: Projection + Clone> RunProjection for P {
     fn run(&self, args: project::Args) -> LocalBoxFuture<'static, Result<Outcome>> {
         let projection = self.clone();
         Box::pin(project::project(move || projection.clone(), args))
+    }
+    fn serve_queries(&self, node: Node) -> Node {
+        node.view(self)
     }
 }
 
@@ -131,7 +133,6 @@ impl App {
         App {
             name,
             aggregates: Vec::new(),
-            queries: Vec::new(),
             projections: Vec::new(),
             sagas: Vec::new(),
             demo: None,
@@ -157,17 +158,10 @@ impl App {
         self
     }
 
-    /// Runs `projection` as `project <name>` (and under `up`).
+    /// Runs `projection` as `project <name>` (and under `up`), and serves the
+    /// queries it declares ([`Projection::queries`]) on every node.
     pub fn projection<P: Projection + Clone>(mut self, projection: P) -> App {
         self.projections.push(Arc::new(projection));
-        self
-    }
-
-    /// Serves a view's queries (`qry.<view>.<query>`) on every node.
-    pub fn queries<Q: ViewQueries + Clone>(mut self, queries: Q) -> App {
-        self.queries.push(Arc::new(move || {
-            Box::new(queries.clone()) as Box<dyn ViewQueries>
-        }));
         self
     }
 
@@ -203,8 +197,8 @@ impl App {
         for serve in &self.aggregates {
             node = serve(node, store.clone(), every).await?;
         }
-        for queries in &self.queries {
-            node = node.view_boxed(queries());
+        for projection in &self.projections {
+            node = projection.serve_queries(node);
         }
         Ok(node)
     }

@@ -3,11 +3,16 @@
 //! Rows in `view_person_directory`: `person.<id>` holds
 //! `{id, name, email, active, employer}`; `email.<hex of the email>` holds `{id}`
 //! (KV keys cannot hold `@`, so the email is hex-encoded).
+//!
+//! Queries: `qry.person.get {"id"}`, `qry.person.by_email {"email"}` and
+//! `qry.person.list {"limit", "after"}` (`{"people": [...], "next"}`).
 
 use super::person::PersonEvent;
 use crate::aggregate::decode_event;
+use crate::projection::query::{valid_id, Queries, QueryError, Rows};
 use crate::projection::{ApplyError, Projection, View};
 use crate::store::RecordedEvent;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 /// People by id and by email.
@@ -49,6 +54,13 @@ impl Projection for PersonDirectory {
 
     fn aggregates(&self) -> &[&'static str] {
         &["person"]
+    }
+
+    fn queries(&self) -> Queries {
+        Queries::on("person")
+            .query("get", get)
+            .query("by_email", by_email)
+            .query("list", list)
     }
 
     fn apply(&self, view: &mut View, event: &RecordedEvent) -> Result<(), ApplyError> {
@@ -104,88 +116,71 @@ impl Projection for PersonDirectory {
     }
 }
 
-/// The directory's queries: `qry.person.get {"id"}`, `qry.person.by_email
-/// {"email"}` and `qry.person.list {"limit", "after"}` (pages in the order rows
-/// were last written, each costing its own size whatever the directory's; `after`
-/// is the `next` cursor of the previous page, absent or 0 for the first).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct DirectoryQueries;
-
 /// Most rows one `list` page returns.
-pub const MAX_PAGE: usize = 500;
+pub const MAX_PAGE: u64 = 500;
 
-impl crate::node::ViewQueries for DirectoryQueries {
-    fn view(&self) -> &'static str {
-        "person"
-    }
+/// The body of `qry.person.get`.
+#[derive(Debug, Deserialize)]
+struct ById {
+    id: String,
+}
 
-    fn projection(&self) -> &'static str {
-        "person_directory"
-    }
+/// The body of `qry.person.by_email`.
+#[derive(Debug, Deserialize)]
+struct ByEmail {
+    email: String,
+}
 
-    fn queries(&self) -> &[&'static str] {
-        &["get", "by_email", "list"]
-    }
+/// The body of `qry.person.list`: `after` is the previous page's `next` (absent or
+/// 0 for the first page).
+#[derive(Debug, Default, Deserialize)]
+struct List {
+    limit: Option<u64>,
+    after: Option<u64>,
+}
 
-    fn answer<'a>(
-        &'a self,
-        rows: &'a crate::node::Rows,
-        query: &'a str,
-        fields: serde_json::Map<String, Value>,
-    ) -> futures::future::BoxFuture<'a, Result<Value, crate::node::Rejection>> {
-        use crate::node::views::string_field;
-        use crate::node::{Rejection, Status};
-        Box::pin(async move {
-            if query == "get" {
-                let id = crate::node::views::id_field(&fields, "id")?;
-                return rows.get(&person_key(id)).await?.ok_or_else(|| {
-                    Rejection::new(Status::NotFound, "not_found", format!("no person {id}"))
-                });
-            }
-            if query == "by_email" {
-                let email = string_field(&fields, "email")?;
-                if email.len() > MAX_EMAIL_BYTES {
-                    return Err(Rejection::new(
-                        Status::Invalid,
-                        "invalid_email",
-                        format!(
-                            "\"email\" is {} bytes (at most {MAX_EMAIL_BYTES})",
-                            email.len()
-                        ),
-                    ));
-                }
-                let id = rows
-                    .get(&email_key(email))
-                    .await?
-                    .and_then(|r| r["id"].as_str().map(str::to_string));
-                let person = match id {
-                    Some(id) => rows.get(&person_key(&id)).await?,
-                    None => None,
-                };
-                return person.ok_or_else(|| {
-                    Rejection::new(
-                        Status::NotFound,
-                        "not_found",
-                        format!("no person with email {email}"),
-                    )
-                });
-            }
-            let number = |name: &str, default: u64| match fields.get(name) {
-                None | Some(Value::Null) => Ok(default),
-                Some(v) => v.as_u64().ok_or_else(|| {
-                    Rejection::new(
-                        Status::Malformed,
-                        "malformed",
-                        format!("\"{name}\" must be a non-negative integer (a page's \"next\")"),
-                    )
-                }),
-            };
-            let limit = (number("limit", 50)? as usize).clamp(1, MAX_PAGE);
-            let after = number("after", 0)?;
-            let page = rows.page("person.", after, limit).await?;
-            let people: Vec<Value> = page.rows.into_iter().map(|(_, v)| v).collect();
-            let next = page.next;
-            Ok(json!({"people": people, "next": next}))
-        })
+/// A page of `qry.person.list`.
+#[derive(Debug, Serialize)]
+struct People {
+    people: Vec<Value>,
+    next: Option<u64>,
+}
+
+async fn get(rows: Rows, ById { id }: ById) -> Result<Value, QueryError> {
+    let id = valid_id("id", &id)?;
+    rows.get(&person_key(id))
+        .await?
+        .ok_or_else(|| QueryError::not_found(format!("no person {id}")))
+}
+
+async fn by_email(rows: Rows, ByEmail { email }: ByEmail) -> Result<Value, QueryError> {
+    if email.len() > MAX_EMAIL_BYTES {
+        return Err(QueryError::invalid(
+            "invalid_email",
+            format!(
+                "\"email\" is {} bytes (at most {MAX_EMAIL_BYTES})",
+                email.len()
+            ),
+        ));
     }
+    let id = rows
+        .get(&email_key(&email))
+        .await?
+        .and_then(|r| r["id"].as_str().map(str::to_string));
+    let person = match id {
+        Some(id) => rows.get(&person_key(&id)).await?,
+        None => None,
+    };
+    person.ok_or_else(|| QueryError::not_found(format!("no person with email {email}")))
+}
+
+/// Pages in the order rows were last written, each costing its own size whatever
+/// the directory's.
+async fn list(rows: Rows, List { limit, after }: List) -> Result<People, QueryError> {
+    let limit = limit.unwrap_or(50).clamp(1, MAX_PAGE) as usize;
+    let page = rows.page("person.", after.unwrap_or(0), limit).await?;
+    Ok(People {
+        people: page.rows.into_iter().map(|(_, v)| v).collect(),
+        next: page.next,
+    })
 }

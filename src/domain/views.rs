@@ -8,12 +8,11 @@
 use super::organization::OrganizationEvent;
 use super::person::PersonEvent;
 use crate::aggregate::decode_event;
-use crate::node::views::id_field;
-use crate::node::{Rejection, Rows, Status, ViewQueries};
+use crate::projection::query::{valid_id, Queries, QueryError, Rows};
 use crate::projection::{ApplyError, Projection, View};
 use crate::store::RecordedEvent;
-use futures::future::BoxFuture;
-use serde_json::{json, Map, Value};
+use serde::Deserialize;
+use serde_json::{json, Value};
 
 fn failed(e: impl std::fmt::Display) -> ApplyError {
     ApplyError::Failed(e.to_string())
@@ -30,6 +29,12 @@ impl Projection for OrganizationsView {
 
     fn aggregates(&self) -> &[&'static str] {
         &["organization"]
+    }
+
+    fn queries(&self) -> Queries {
+        Queries::on("organization")
+            .query("get", get_organization)
+            .query("members", members)
     }
 
     fn apply(&self, view: &mut View, event: &RecordedEvent) -> Result<(), ApplyError> {
@@ -88,59 +93,47 @@ impl Projection for OrganizationsView {
     }
 }
 
-/// `qry.organization.get` and `qry.organization.members` over [`OrganizationsView`].
-#[derive(Debug, Clone, Copy, Default)]
-pub struct OrganizationQueries;
+/// The body of the queries by id.
+#[derive(Debug, Deserialize)]
+struct ById {
+    id: String,
+}
 
-impl ViewQueries for OrganizationQueries {
-    fn view(&self) -> &'static str {
-        "organization"
-    }
-    fn projection(&self) -> &'static str {
-        "organizations"
-    }
-    fn queries(&self) -> &[&'static str] {
-        &["get", "members"]
-    }
-    fn answer<'a>(
-        &'a self,
-        rows: &'a Rows,
-        query: &'a str,
-        fields: Map<String, Value>,
-    ) -> BoxFuture<'a, Result<Value, Rejection>> {
-        Box::pin(async move {
-            let id = id_field(&fields, "id")?;
-            let row = rows
-                .get(&format!("organization.{id}"))
-                .await?
-                .ok_or_else(|| {
-                    Rejection::new(
-                        Status::NotFound,
-                        "not_found",
-                        format!("no organization {id}"),
-                    )
-                })?;
-            if query == "get" {
-                let open: Vec<&String> = row["positions"]
-                    .as_object()
-                    .map(|p| {
-                        p.iter()
-                            .filter(|(_, v)| v["status"] == "open")
-                            .map(|(k, _)| k)
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                let mut row = row.clone();
-                row["open_positions"] = json!(open);
-                return Ok(row);
-            }
-            let members: Vec<Value> = row["members"]
-                .as_object()
-                .map(|m| m.iter().map(|(person, position)| json!({"person_id": person, "position_id": position})).collect())
-                .unwrap_or_default();
-            Ok(json!({"id": id, "members": members}))
+async fn organization(rows: &Rows, id: &str) -> Result<Value, QueryError> {
+    let id = valid_id("id", id)?;
+    rows.get(&format!("organization.{id}"))
+        .await?
+        .ok_or_else(|| QueryError::not_found(format!("no organization {id}")))
+}
+
+/// `qry.organization.get`: the row plus its open positions.
+async fn get_organization(rows: Rows, ById { id }: ById) -> Result<Value, QueryError> {
+    let mut row = organization(&rows, &id).await?;
+    let open: Vec<String> = row["positions"]
+        .as_object()
+        .map(|p| {
+            p.iter()
+                .filter(|(_, v)| v["status"] == "open")
+                .map(|(k, _)| k.clone())
+                .collect()
         })
-    }
+        .unwrap_or_default();
+    row["open_positions"] = json!(open);
+    Ok(row)
+}
+
+/// `qry.organization.members`.
+async fn members(rows: Rows, ById { id }: ById) -> Result<Value, QueryError> {
+    let row = organization(&rows, &id).await?;
+    let members: Vec<Value> = row["members"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(person, position)| json!({"person_id": person, "position_id": position}))
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(json!({"id": id, "members": members}))
 }
 
 /// Every offer a person received, with where it stands, from both sides.
@@ -154,6 +147,10 @@ impl Projection for OffersView {
 
     fn aggregates(&self) -> &[&'static str] {
         &["organization", "person"]
+    }
+
+    fn queries(&self) -> Queries {
+        Queries::on("offers").query("by_person", by_person)
     }
 
     fn apply(&self, view: &mut View, event: &RecordedEvent) -> Result<(), ApplyError> {
@@ -225,32 +222,11 @@ impl Projection for OffersView {
     }
 }
 
-/// `qry.offers.by_person {"id"}` over [`OffersView`].
-#[derive(Debug, Clone, Copy, Default)]
-pub struct OfferQueries;
-
-impl ViewQueries for OfferQueries {
-    fn view(&self) -> &'static str {
-        "offers"
-    }
-    fn projection(&self) -> &'static str {
-        "offers"
-    }
-    fn queries(&self) -> &[&'static str] {
-        &["by_person"]
-    }
-    fn answer<'a>(
-        &'a self,
-        rows: &'a Rows,
-        _query: &'a str,
-        fields: Map<String, Value>,
-    ) -> BoxFuture<'a, Result<Value, Rejection>> {
-        Box::pin(async move {
-            let id = id_field(&fields, "id")?;
-            Ok(rows
-                .get(&format!("person.{id}"))
-                .await?
-                .unwrap_or_else(|| json!({"person_id": id, "offers": {}})))
-        })
-    }
+/// `qry.offers.by_person`: a person's offers, empty for a person without any.
+async fn by_person(rows: Rows, ById { id }: ById) -> Result<Value, QueryError> {
+    let id = valid_id("id", &id)?;
+    Ok(rows
+        .get(&format!("person.{id}"))
+        .await?
+        .unwrap_or_else(|| json!({"person_id": id, "offers": {}})))
 }

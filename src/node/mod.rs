@@ -16,18 +16,20 @@
 //! as the stream's `Nats-Msg-Id`, so the server refuses a retry for the whole
 //! duplicate window, and the node answers it with the events stored the first
 //! time (see [`Repository::execute`]).
-//! - [`views`]: queries answered from projections' views, with `Jetsource-Min-Seq`.
+//! - `views`: the queries projections declare, served over their active version, with
+//!   `Jetsource-Min-Seq`.
 
 mod registry;
 pub mod reply;
 pub mod request;
-pub mod views;
+mod views;
 
 pub use reply::{Ack, Rejection, Status};
-pub use views::{Page, Rows, ViewQueries};
 
 use crate::aggregate::{Aggregate, DomainError};
 use crate::policy::{Action, Caller, Policy};
+use crate::projection::query::Queries;
+use crate::projection::Projection;
 use crate::repository::{Repository, RepositoryConfig};
 use crate::store::EventStore;
 use async_nats::service::{self, ServiceExt};
@@ -213,7 +215,8 @@ pub struct Node {
     store: EventStore,
     config: NodeConfig,
     handlers: Vec<Arc<dyn Handler>>,
-    views: Vec<Box<dyn ViewQueries>>,
+    /// Projections whose queries are served: name, view token, queries.
+    views: Vec<(String, &'static str, Queries)>,
 }
 
 impl std::fmt::Debug for Node {
@@ -267,13 +270,14 @@ impl Node {
         self
     }
 
-    /// Serves queries over a projection's view (`qry.<view>.<query>`).
-    pub fn view(self, queries: impl ViewQueries) -> Node {
-        self.view_boxed(Box::new(queries))
-    }
-
-    pub(crate) fn view_boxed(mut self, queries: Box<dyn ViewQueries>) -> Node {
-        self.views.push(queries);
+    /// Serves the queries `projection` declares ([`Projection::queries`]) over its
+    /// view, as `qry.<view>.<query>`.
+    pub fn view(mut self, projection: &dyn Projection) -> Node {
+        let queries = projection.queries();
+        if let Some(view) = queries.view() {
+            self.views
+                .push((projection.name().to_string(), view, queries));
+        }
         self
     }
 
@@ -312,10 +316,10 @@ impl Node {
                 ));
             }
         }
-        for queries in self.views {
-            let served = Arc::new(views::Served::open(&self.store, queries).await?);
-            let view = served.queries.view();
-            for &query in served.queries.queries() {
+        for (projection, view, queries) in self.views {
+            let served =
+                Arc::new(views::Served::open(&self.store, &projection, view, queries).await?);
+            for query in served.names() {
                 // A view's query takes the subject over from an aggregate's own
                 // (`qry.person.get` from the directory rather than from the events).
                 let subject = format!("{prefix}qry.{view}.{query}");
@@ -499,7 +503,7 @@ fn authorize(
             query,
         },
         Route::View(served, query) => Action::Query {
-            view: served.queries.view(),
+            view: served.view,
             query,
         },
         Route::Status(_) => Action::Query {
@@ -589,13 +593,15 @@ async fn view_reply(
     msg: &async_nats::Message,
 ) -> Result<Bytes, Rejection> {
     let fields = request::object(msg, context.config.max_body_bytes)?;
-    let (_, rows) = served.rows().await?;
+    let rows = served.rows().await?;
     if let Some(min_seq) = request::min_seq(msg)? {
         served
             .wait_for(&rows, min_seq, context.config.min_seq_wait)
             .await?;
     }
-    let value = served.queries.answer(&rows, query, fields).await?;
+    let value = served
+        .answer(query, rows, serde_json::Value::Object(fields))
+        .await?;
     Ok(serde_json::to_vec(&value)
         .expect("a JSON value serializes")
         .into())

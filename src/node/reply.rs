@@ -20,6 +20,9 @@ pub enum Status {
     Conflict,
     /// 422: a value is invalid (an id with `.`, a bad email).
     Invalid,
+    /// 500: a bug in the app's code (a query's answer that cannot be encoded as
+    /// JSON); retrying does not help.
+    Internal,
     /// 503: the store is unavailable or timed out; retrying is safe.
     Unavailable,
 }
@@ -33,6 +36,7 @@ impl Status {
             Status::NotFound => 404,
             Status::Conflict => 409,
             Status::Invalid => 422,
+            Status::Internal => 500,
             Status::Unavailable => 503,
         }
     }

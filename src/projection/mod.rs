@@ -11,11 +11,13 @@
 //! - [`dlq`]: listing, showing, retrying and discarding parked events.
 //! - [`rebuild`]: building the next version while the active one answers.
 //! - [`versions`]: which version of a view queries read; rebuilds fill the next.
+//! - [`query`]: the typed queries a projection's view answers, and [`Rows`](query::Rows).
 //! - [`storage`]: rows and checkpoint in one bucket, committed as one atomic batch.
 //! - [`status`]: checkpoint, lag, redeliveries and parked events per consumer.
 
 pub mod dlq;
 pub mod lease;
+pub mod query;
 pub mod rebuild;
 pub mod runner;
 pub mod status;
@@ -52,6 +54,11 @@ pub trait Projection: Send + Sync + 'static {
     /// Applies one event. Return [`ApplyError::Failed`] for an event that cannot be
     /// applied (it is retried, then parked); propagate a [`View::get`] miss with `?`.
     fn apply(&self, view: &mut View, event: &RecordedEvent) -> Result<(), ApplyError>;
+    /// The queries its view answers, which every node of the app serves as
+    /// `qry.<view>.<query>` (none by default). See [`query`] for an example.
+    fn queries(&self) -> query::Queries {
+        query::Queries::none()
+    }
 }
 
 /// Why an event was not applied.

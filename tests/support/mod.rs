@@ -246,7 +246,7 @@ pub async fn reference_node(
     server: &TestServer,
     config: jetsource::node::NodeConfig,
 ) -> (async_nats::Client, EventStore, jetsource::node::RunningNode) {
-    use jetsource::domain::{directory::DirectoryQueries, Organization, Person};
+    use jetsource::domain::{directory::PersonDirectory, Organization, Person};
     let client = jetsource::connect(&server.url()).await.unwrap();
     let store = EventStore::open(client.clone(), StoreConfig::default())
         .await
@@ -254,7 +254,7 @@ pub async fn reference_node(
     let node = jetsource::node::Node::new(store.clone(), config)
         .register::<Person>(Default::default())
         .register::<Organization>(Default::default())
-        .view(DirectoryQueries)
+        .view(&PersonDirectory)
         .start()
         .await
         .unwrap();

@@ -4,8 +4,8 @@
 
 mod demo;
 
-use jetsource::domain::directory::{DirectoryQueries, PersonDirectory};
-use jetsource::domain::views::{OfferQueries, OffersView, OrganizationQueries, OrganizationsView};
+use jetsource::domain::directory::PersonDirectory;
+use jetsource::domain::views::{OffersView, OrganizationsView};
 use jetsource::domain::{Hiring, Organization, Person};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -17,9 +17,6 @@ fn main() -> ExitCode {
         .projection(PersonDirectory)
         .projection(OrganizationsView)
         .projection(OffersView)
-        .queries(DirectoryQueries)
-        .queries(OrganizationQueries)
-        .queries(OfferQueries)
         .saga(Hiring)
         .demo(Arc::new(|nats, stack| Box::pin(demo::run(nats, stack))))
         .run()
