@@ -1,5 +1,8 @@
-# The jetsource crate: library, binary, and its test suite run against a real
-# nats-server from nixpkgs (JetStream >= 2.12 is required).
+# The jetsource workspace: the platform library and the reference app (crate
+# `hiring`, whose `jetsource` binary this installs), with the whole test suite run
+# against a real nats-server from nixpkgs (JetStream >= 2.12 is required). An app
+# of your own builds the same way from its own crate; pass its package to the
+# NixOS module's `services.jetsource.package`.
 { lib, rustPlatform, nats-server }:
 
 rustPlatform.buildRustPackage {

@@ -2,13 +2,26 @@
 //! JSON bodies underneath, so it does nothing another language's NATS client could not.
 //!
 //! ```no_run
+//! # #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+//! # enum LampCommand { SwitchOff { reason: String } }
+//! # #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+//! # #[serde(tag = "type", content = "data")]
+//! # enum LampEvent { SwitchedOff {} }
+//! # impl jetsource::DomainEvent for LampEvent {}
+//! # #[derive(Debug, thiserror::Error)] #[error("never")] struct Never;
+//! # #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)] struct Lamp;
+//! # impl jetsource::Aggregate for Lamp {
+//! #     const NAME: &'static str = "lamp";
+//! #     type Command = LampCommand; type Event = LampEvent; type Error = Never;
+//! #     fn handle(&self, _: &LampCommand) -> Result<Vec<LampEvent>, Never> { Ok(vec![LampEvent::SwitchedOff {}]) }
+//! #     fn apply(&mut self, _: &LampEvent) {}
+//! # }
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! use jetsource::client::{Client, CommandOptions};
-//! use jetsource::domain::{Person, PersonCommand};
 //! let nats = jetsource::connect("nats://127.0.0.1:4222").await?;
 //! let client = Client::new(nats, jetsource::Subjects::default());
-//! let register = PersonCommand::Register { name: "Ada".into(), email: "ada@example.com".into() };
-//! let ack = client.execute::<Person>("ada", &register, &CommandOptions::default()).await?;
+//! let off = LampCommand::SwitchOff { reason: "night".into() };
+//! let ack = client.execute::<Lamp>("hall", &off, &CommandOptions::default()).await?;
 //! println!("stored at seq {}", ack.seq);
 //! # Ok(()) }
 //! ```
@@ -133,10 +146,23 @@ impl Client {
     /// Sends a typed command to aggregate `id` (`cmd.<A::NAME>.<Variant>`).
     ///
     /// ```no_run
+    /// # #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+    /// # enum LampCommand { SwitchOff { reason: String } }
+    /// # #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+    /// # #[serde(tag = "type", content = "data")]
+    /// # enum LampEvent { SwitchedOff {} }
+    /// # impl jetsource::DomainEvent for LampEvent {}
+    /// # #[derive(Debug, thiserror::Error)] #[error("never")] struct Never;
+    /// # #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)] struct Lamp;
+    /// # impl jetsource::Aggregate for Lamp {
+    /// #     const NAME: &'static str = "lamp";
+    /// #     type Command = LampCommand; type Event = LampEvent; type Error = Never;
+    /// #     fn handle(&self, _: &LampCommand) -> Result<Vec<LampEvent>, Never> { Ok(vec![LampEvent::SwitchedOff {}]) }
+    /// #     fn apply(&mut self, _: &LampEvent) {}
+    /// # }
     /// # async fn demo(client: jetsource::client::Client) -> Result<(), jetsource::client::SendError> {
-    /// use jetsource::domain::{Organization, OrganizationCommand};
-    /// let open = OrganizationCommand::OpenPosition { position_id: "eng-1".into(), title: "Engineer".into() };
-    /// client.execute::<Organization>("acme", &open, &Default::default()).await?;
+    /// let off = LampCommand::SwitchOff { reason: "night".into() };
+    /// client.execute::<Lamp>("hall", &off, &Default::default()).await?;
     /// # Ok(()) }
     /// ```
     pub async fn execute<A: Aggregate>(
@@ -292,13 +318,17 @@ where
 }
 
 /// Splits a typed command into its subject name and the JSON body the node reads:
-/// `PersonCommand::DeclineOffer { offer_id }` -> (`DeclineOffer`, `{"id", "offer_id"}`).
+/// `LampCommand::SwitchOff { reason }` -> (`SwitchOff`, `{"id", "reason"}`).
 ///
 /// ```
-/// use jetsource::domain::PersonCommand;
-/// let (name, body) = jetsource::client::command_body("ada", &PersonCommand::Deactivate {}).unwrap();
-/// assert_eq!(name, "Deactivate");
-/// assert_eq!(body, serde_json::json!({"id": "ada"}));
+/// #[derive(serde::Serialize)]
+/// enum LampCommand { SwitchOff { reason: String }, Repair {} }
+/// let off = LampCommand::SwitchOff { reason: "night".into() };
+/// let (name, body) = jetsource::client::command_body("hall", &off).unwrap();
+/// assert_eq!(name, "SwitchOff");
+/// assert_eq!(body, serde_json::json!({"id": "hall", "reason": "night"}));
+/// let (name, body) = jetsource::client::command_body("hall", &LampCommand::Repair {}).unwrap();
+/// assert_eq!((name.as_str(), body), ("Repair", serde_json::json!({"id": "hall"})));
 /// ```
 pub fn command_body<C: Serialize>(id: &str, command: &C) -> Result<(String, Value), SendError> {
     let bad = |why: String| SendError::new(SendErrorKind::Encoding(why));

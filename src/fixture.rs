@@ -155,9 +155,20 @@ where
 /// input for projection and saga tests without a server.
 ///
 /// ```
-/// use jetsource::domain::{Person, PersonEvent};
-/// let e = jetsource::fixture::recorded::<Person>("ada", 7, &PersonEvent::PersonDeactivated {});
-/// assert_eq!((e.seq, e.event_type.as_str(), e.subject.as_str()), (7, "PersonDeactivated", "events.person.ada"));
+/// # #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+/// # #[serde(tag = "type", content = "data")]
+/// # enum CounterEvent { Incremented { by: u32 } }
+/// # impl jetsource::DomainEvent for CounterEvent {}
+/// # #[derive(Debug, thiserror::Error)] #[error("overflow")] struct Overflow;
+/// # #[derive(Debug, Clone, Default)] struct Counter { value: u32 }
+/// # impl jetsource::Aggregate for Counter {
+/// #     const NAME: &'static str = "counter";
+/// #     type Command = u32; type Event = CounterEvent; type Error = Overflow;
+/// #     fn handle(&self, by: &u32) -> Result<Vec<CounterEvent>, Overflow> { Ok(vec![CounterEvent::Incremented { by: *by }]) }
+/// #     fn apply(&mut self, e: &CounterEvent) { match e { CounterEvent::Incremented { by } => self.value += by } }
+/// # }
+/// let e = jetsource::fixture::recorded::<Counter>("c1", 7, &CounterEvent::Incremented { by: 2 });
+/// assert_eq!((e.seq, e.event_type.as_str(), e.subject.as_str()), (7, "Incremented", "events.counter.c1"));
 /// ```
 ///
 /// # Panics
@@ -193,14 +204,40 @@ pub fn recorded<A: Aggregate>(id: &str, seq: u64, event: &A::Event) -> crate::Re
 /// and look at the reaction, no server needed.
 ///
 /// ```
-/// use jetsource::domain::{Hiring, Organization, OrganizationEvent};
+/// # #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+/// # #[serde(tag = "type", content = "data")]
+/// # enum CounterEvent { Incremented { by: u32 } }
+/// # impl jetsource::DomainEvent for CounterEvent {}
+/// # #[derive(Debug, thiserror::Error)] #[error("overflow")] struct Overflow;
+/// # #[derive(Debug, Clone, Default)] struct Counter { value: u32 }
+/// # impl jetsource::Aggregate for Counter {
+/// #     const NAME: &'static str = "counter";
+/// #     type Command = u32; type Event = CounterEvent; type Error = Overflow;
+/// #     fn handle(&self, by: &u32) -> Result<Vec<CounterEvent>, Overflow> { Ok(vec![CounterEvent::Incremented { by: *by }]) }
+/// #     fn apply(&mut self, e: &CounterEvent) { match e { CounterEvent::Incremented { by } => self.value += by } }
+/// # }
 /// use jetsource::fixture::SagaFixture;
-/// let extended = OrganizationEvent::OfferExtended {
-///     offer_id: "o1".into(), position_id: "eng".into(), person_id: "ada".into(),
-///     expires_at: chrono::Utc::now(),
-/// };
-/// let reaction = SagaFixture::new(Hiring).when::<Organization>("acme", &extended);
-/// assert_eq!(reaction.commands[0].command, "RecordOffer");
+/// use jetsource::saga::{Input, Reaction, Saga};
+/// /// Says when a counter has gone past ten, once.
+/// struct PastTen;
+/// impl Saga for PastTen {
+///     type State = u32;
+///     fn name(&self) -> &str { "past_ten" }
+///     fn aggregates(&self) -> &[&'static str] { &["counter"] }
+///     fn correlate(&self, e: &jetsource::RecordedEvent) -> Result<Option<String>, jetsource::MalformedEvent> {
+///         Ok(Some(e.aggregate_id.clone()))
+///     }
+///     fn react(&self, total: &u32, input: Input<'_>) -> Reaction<u32> {
+///         let Input::Event(e) = input else { return Reaction::to(*total) };
+///         let Ok(CounterEvent::Incremented { by }) = jetsource::decode_event(e) else { return Reaction::to(*total) };
+///         let total = total + by;
+///         if total > 10 { Reaction::to(total).finish("past ten") } else { Reaction::to(total) }
+///     }
+/// }
+/// let fixture = SagaFixture::new(PastTen).given::<Counter>("c1", &CounterEvent::Incremented { by: 6 });
+/// assert_eq!(*fixture.state(), 6);
+/// let reaction = fixture.when::<Counter>("c1", &CounterEvent::Incremented { by: 5 });
+/// assert_eq!(reaction.finished.as_deref(), Some("past ten"));
 /// ```
 #[derive(Debug)]
 pub struct SagaFixture<G: crate::saga::Saga> {

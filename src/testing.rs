@@ -292,3 +292,155 @@ impl TestCluster {
             .join(",")
     }
 }
+
+/// A process of an app's binary under test (`<exe> <args…> --nats-url <url>
+/// --log-level warn`, stdout discarded), SIGKILLed on drop.
+///
+/// ```no_run
+/// use jetsource::testing::{AppProcess, TestServer};
+/// let server = TestServer::start();
+/// // In an integration test of the crate with the binary: env!("CARGO_BIN_EXE_<name>").
+/// let mut node = AppProcess::start("target/debug/orders", &server.url(), &["node"]);
+/// assert!(node.terminate(std::time::Duration::from_secs(10)).is_some_and(|s| s.success()));
+/// ```
+#[derive(Debug)]
+pub struct AppProcess(pub Child);
+
+impl AppProcess {
+    /// Starts `exe` with `args`, connected to the server at `url`.
+    ///
+    /// # Panics
+    /// When the process cannot be started.
+    pub fn start(exe: impl AsRef<std::ffi::OsStr>, url: &str, args: &[&str]) -> AppProcess {
+        let exe = exe.as_ref();
+        let child = Command::new(exe)
+            .args(args)
+            .args(["--nats-url", url, "--log-level", "warn"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {exe:?} {args:?}: {e}"));
+        AppProcess(child)
+    }
+
+    /// SIGTERM, then waits up to `within` for it to exit: its exit status, or `None`
+    /// if it is still running (it is then SIGKILLed on drop).
+    pub fn terminate(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        if let Some(pid) = rustix::process::Pid::from_raw(self.0.id() as i32) {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        }
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.0.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// kill -9, and reap it.
+    pub fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for AppProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Waits until the view in `bucket` has applied stream sequence `seq`.
+///
+/// # Panics
+/// After `within`, naming where the view stands.
+pub async fn wait_applied(store: &crate::EventStore, bucket: &str, seq: u64, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let applied = crate::projection::storage::applied(store, bucket)
+            .await
+            .unwrap_or(0);
+        if applied >= seq {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{bucket} stayed at {applied} of {seq}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Every row of a view bucket as stored (`{seq, value}`), by key; not the
+/// checkpoint stored beside them.
+///
+/// # Panics
+/// When the bucket cannot be read.
+pub async fn view_rows(
+    store: &crate::EventStore,
+    bucket: &str,
+) -> std::collections::BTreeMap<String, serde_json::Value> {
+    use futures::StreamExt;
+    let kv = store
+        .jetstream()
+        .get_key_value(bucket)
+        .await
+        .unwrap_or_else(|e| panic!("bucket {bucket}: {e}"));
+    let mut keys = kv.keys().await.expect("the bucket's keys");
+    let mut out = std::collections::BTreeMap::new();
+    while let Some(key) = keys.next().await {
+        let key = key.expect("a key");
+        if !crate::projection::storage::is_row_key(&key) {
+            continue;
+        }
+        let Some(bytes) = kv.get(&key).await.expect("a row") else {
+            continue;
+        };
+        out.insert(key, serde_json::from_slice(&bytes).expect("a stored row"));
+    }
+    out
+}
+
+/// Takes `projection`'s rows as they are (its processes must be stopped), rebuilds
+/// the view from nothing up to stream sequence `last` in this process, and asserts
+/// that every row is the same: no view may differ from a rebuild.
+///
+/// # Panics
+/// When a row differs (naming up to five), or the store fails.
+pub async fn assert_view_equals_a_rebuild<P: crate::projection::Projection>(
+    store: &crate::EventStore,
+    projection: P,
+    last: u64,
+) {
+    use crate::projection::{ProjectionRunner, RunnerConfig};
+    let name = projection.name().to_string();
+    let bucket = format!("view_{name}");
+    let survived = view_rows(store, &bucket).await;
+    let js = store.jetstream();
+    let events = js
+        .get_stream(&store.config().stream)
+        .await
+        .expect("the events stream");
+    let _ = events.delete_consumer(&format!("proj_{name}")).await;
+    js.delete_key_value(&bucket).await.expect("drop the view");
+    let mut fresh = ProjectionRunner::new(store.clone(), projection, RunnerConfig::default())
+        .await
+        .expect("a fresh runner");
+    while fresh.checkpoint() < last {
+        fresh.step().await.expect("a rebuild step");
+    }
+    let rebuilt = view_rows(store, &bucket).await;
+    let differing: Vec<_> = rebuilt
+        .keys()
+        .chain(survived.keys())
+        .filter(|k| survived.get(*k) != rebuilt.get(*k))
+        .map(|k| format!("{k}: {:?}, rebuilt {:?}", survived.get(k), rebuilt.get(k)))
+        .take(5)
+        .collect();
+    assert!(
+        differing.is_empty(),
+        "rows of {name} differ from a fresh rebuild: {differing:#?}"
+    );
+}

@@ -218,3 +218,77 @@ fn a_projection_without_queries_declares_none() {
         ["get", "above", "unencodable"]
     );
 }
+
+/// An aggregate whose state JSON cannot hold: `qry.<aggregate>.get` used to
+/// panic in the node (the `json!` macro's `unwrap`) and leave the request
+/// unanswered.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Pairs {
+    #[serde(skip_deserializing)]
+    counts: HashMap<(u8, u8), u8>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+enum PairsCommand {
+    Count { a: u8, b: u8 },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "data")]
+enum PairsEvent {
+    Counted { a: u8, b: u8 },
+}
+
+impl jetsource::DomainEvent for PairsEvent {}
+
+#[derive(Debug, thiserror::Error)]
+#[error("never")]
+struct Never;
+
+impl jetsource::DomainError for Never {
+    fn code(&self) -> &'static str {
+        "never"
+    }
+}
+
+impl jetsource::Aggregate for Pairs {
+    const NAME: &'static str = "pairs";
+    type Command = PairsCommand;
+    type Event = PairsEvent;
+    type Error = Never;
+    fn handle(
+        &self,
+        PairsCommand::Count { a, b }: &PairsCommand,
+    ) -> Result<Vec<PairsEvent>, Never> {
+        Ok(vec![PairsEvent::Counted { a: *a, b: *b }])
+    }
+    fn apply(&mut self, PairsEvent::Counted { a, b }: &PairsEvent) {
+        *self.counts.entry((*a, *b)).or_default() += 1;
+    }
+}
+
+#[tokio::test]
+async fn an_aggregate_state_json_cannot_hold_is_a_500_not_a_panic() {
+    let server = TestServer::start();
+    let store = support::open_store(&server).await;
+    let _node = Node::new(store.clone(), NodeConfig::default())
+        .register::<Pairs>(Default::default())
+        .start()
+        .await
+        .unwrap();
+    let client = jetsource::connect(&server.url()).await.unwrap();
+    let (code, body) = ask(&client, "cmd.pairs.Count", r#"{"id":"p1","a":1,"b":2}"#).await;
+    assert_eq!(
+        (code, &body["status"]),
+        (None, &json!("accepted")),
+        "{body}"
+    );
+    for _ in 0..2 {
+        let (code, body) = ask(&client, "qry.pairs.get", r#"{"id":"p1"}"#).await;
+        assert_eq!(
+            (code, &body["error"]["code"]),
+            (Some(500), &json!("internal")),
+            "{body}"
+        );
+    }
+}

@@ -200,11 +200,24 @@ pub enum NodeError {
 /// A node being assembled: the store plus the aggregates it serves.
 ///
 /// ```no_run
+/// # #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+/// # enum LampCommand { SwitchOff { reason: String } }
+/// # #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+/// # #[serde(tag = "type", content = "data")]
+/// # enum LampEvent { SwitchedOff {} }
+/// # impl jetsource::DomainEvent for LampEvent {}
+/// # #[derive(Debug, thiserror::Error)] #[error("never")] struct Never;
+/// # impl jetsource::DomainError for Never { fn code(&self) -> &'static str { "never" } }
+/// # #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)] struct Lamp;
+/// # impl jetsource::Aggregate for Lamp {
+/// #     const NAME: &'static str = "lamp";
+/// #     type Command = LampCommand; type Event = LampEvent; type Error = Never;
+/// #     fn handle(&self, _: &LampCommand) -> Result<Vec<LampEvent>, Never> { Ok(vec![LampEvent::SwitchedOff {}]) }
+/// #     fn apply(&mut self, _: &LampEvent) {}
+/// # }
 /// # async fn demo(store: jetsource::EventStore) -> Result<(), Box<dyn std::error::Error>> {
-/// use jetsource::domain::{Organization, Person};
 /// let node = jetsource::node::Node::new(store, Default::default())
-///     .register::<Person>(Default::default())
-///     .register::<Organization>(Default::default())
+///     .register::<Lamp>(Default::default())
 ///     .start()
 ///     .await?;
 /// tokio::signal::ctrl_c().await?;

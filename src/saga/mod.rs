@@ -130,9 +130,24 @@ impl SagaCommand {
     /// A typed command for aggregate `A`'s instance `id`.
     ///
     /// ```
-    /// use jetsource::domain::{Person, PersonCommand};
-    /// let c = jetsource::saga::SagaCommand::new::<Person>("decline", "ada", &PersonCommand::DeclineOffer { offer_id: "o1".into() });
-    /// assert_eq!((c.aggregate.as_str(), c.command.as_str()), ("person", "DeclineOffer"));
+    /// # #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+    /// # enum LampCommand { SwitchOff { reason: String } }
+    /// # #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+    /// # #[serde(tag = "type", content = "data")]
+    /// # enum LampEvent { SwitchedOff {} }
+    /// # impl jetsource::DomainEvent for LampEvent {}
+    /// # #[derive(Debug, thiserror::Error)] #[error("never")] struct Never;
+    /// # #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)] struct Lamp;
+    /// # impl jetsource::Aggregate for Lamp {
+    /// #     const NAME: &'static str = "lamp";
+    /// #     type Command = LampCommand; type Event = LampEvent; type Error = Never;
+    /// #     fn handle(&self, _: &LampCommand) -> Result<Vec<LampEvent>, Never> { Ok(vec![LampEvent::SwitchedOff {}]) }
+    /// #     fn apply(&mut self, _: &LampEvent) {}
+    /// # }
+    /// let off = LampCommand::SwitchOff { reason: "night".into() };
+    /// let c = jetsource::saga::SagaCommand::new::<Lamp>("off", "hall", &off);
+    /// assert_eq!((c.aggregate.as_str(), c.command.as_str()), ("lamp", "SwitchOff"));
+    /// assert_eq!(c.body, serde_json::json!({"id": "hall", "reason": "night"}));
     /// ```
     ///
     /// # Panics
@@ -210,9 +225,23 @@ impl<S> Reaction<S> {
     /// Also sends `command`.
     ///
     /// ```
-    /// # use jetsource::domain::{Person, PersonCommand};
+    /// # #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+    /// # enum LampCommand { SwitchOff { reason: String } }
+    /// # #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+    /// # #[serde(tag = "type", content = "data")]
+    /// # enum LampEvent { SwitchedOff {} }
+    /// # impl jetsource::DomainEvent for LampEvent {}
+    /// # #[derive(Debug, thiserror::Error)] #[error("never")] struct Never;
+    /// # #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)] struct Lamp;
+    /// # impl jetsource::Aggregate for Lamp {
+    /// #     const NAME: &'static str = "lamp";
+    /// #     type Command = LampCommand; type Event = LampEvent; type Error = Never;
+    /// #     fn handle(&self, _: &LampCommand) -> Result<Vec<LampEvent>, Never> { Ok(vec![LampEvent::SwitchedOff {}]) }
+    /// #     fn apply(&mut self, _: &LampEvent) {}
+    /// # }
     /// # use jetsource::saga::{Reaction, SagaCommand};
-    /// let r = Reaction::to(()).send(SagaCommand::new::<Person>("bye", "ada", &PersonCommand::Deactivate {}));
+    /// let off = LampCommand::SwitchOff { reason: "night".into() };
+    /// let r = Reaction::to(()).send(SagaCommand::new::<Lamp>("off", "hall", &off));
     /// assert_eq!(r.commands.len(), 1);
     /// ```
     pub fn send(mut self, command: SagaCommand) -> Self {

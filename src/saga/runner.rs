@@ -148,9 +148,18 @@ impl<G: Saga> SagaRunner<G> {
     /// reads the checkpoint.
     ///
     /// ```no_run
+    /// # use jetsource::saga::{Input, Reaction, Saga};
+    /// # struct Welcome;
+    /// # impl Saga for Welcome {
+    /// #     type State = u32;
+    /// #     fn name(&self) -> &str { "welcome" }
+    /// #     fn aggregates(&self) -> &[&'static str] { &["member"] }
+    /// #     fn correlate(&self, e: &jetsource::RecordedEvent) -> Result<Option<String>, jetsource::MalformedEvent> { Ok(Some(e.aggregate_id.clone())) }
+    /// #     fn react(&self, seen: &u32, _: Input<'_>) -> Reaction<u32> { Reaction::to(seen + 1).finish("welcomed") }
+    /// # }
     /// # async fn demo(store: jetsource::EventStore, client: jetsource::client::Client) {
     /// use jetsource::saga::{SagaRunner, SagaConfig};
-    /// let runner = SagaRunner::new(store, client, jetsource::domain::Hiring, SagaConfig::default()).await.unwrap();
+    /// let runner = SagaRunner::new(store, client, Welcome, SagaConfig::default()).await.unwrap();
     /// let (_stop, stopped) = tokio::sync::watch::channel(false);
     /// runner.run(stopped).await.unwrap();
     /// # }

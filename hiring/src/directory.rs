@@ -8,10 +8,10 @@
 //! `qry.person.list {"limit", "after"}` (`{"people": [...], "next"}`).
 
 use super::person::PersonEvent;
-use crate::aggregate::decode_event;
-use crate::projection::query::{valid_id, Queries, QueryError, Rows};
-use crate::projection::{ApplyError, Projection, View};
-use crate::store::RecordedEvent;
+use jetsource::aggregate::decode_event;
+use jetsource::projection::query::{valid_id, Queries, QueryError, Rows};
+use jetsource::projection::{ApplyError, Projection, View};
+use jetsource::store::RecordedEvent;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -30,7 +30,7 @@ pub fn person_key(id: &str) -> String {
 /// The row key of an email address (lower-cased, hex-encoded).
 ///
 /// ```
-/// assert_eq!(jetsource::domain::directory::email_key("A@b.co"), "email.6140622e636f");
+/// assert_eq!(hiring::directory::email_key("A@b.co"), "email.6140622e636f");
 /// ```
 pub fn email_key(email: &str) -> String {
     let hex: String = email

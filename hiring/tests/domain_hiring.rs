@@ -1,9 +1,9 @@
 //! The hiring saga's decisions, one per row of its table, without a server.
 
 use chrono::{DateTime, TimeZone, Utc};
-use jetsource::domain::hiring::Stage;
-use jetsource::domain::HiringState;
-use jetsource::domain::{Hiring, Organization, OrganizationEvent as O, Person, PersonEvent as P};
+use hiring::saga::Stage;
+use hiring::HiringState;
+use hiring::{Hiring, Organization, OrganizationEvent as O, Person, PersonEvent as P};
 use jetsource::fixture::SagaFixture;
 use jetsource::saga::Reaction;
 

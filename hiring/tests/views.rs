@@ -3,8 +3,8 @@
 mod support;
 
 use async_nats::HeaderMap;
-use jetsource::domain::directory::PersonDirectory;
-use jetsource::domain::{Organization, Person};
+use hiring::directory::PersonDirectory;
+use hiring::{Organization, Person};
 use jetsource::node::{Node, NodeConfig};
 use jetsource::projection::{ProjectionRunner, RunnerConfig};
 use jetsource::testing::TestServer;
@@ -226,7 +226,7 @@ async fn a_view_differs_from_its_events_after_projection_crashes() {
         people
             .execute(
                 &id,
-                &jetsource::domain::PersonCommand::Register {
+                &hiring::PersonCommand::Register {
                     name: format!("P {i}"),
                     email: format!("{id}@x.org"),
                 },
@@ -238,7 +238,7 @@ async fn a_view_differs_from_its_events_after_projection_crashes() {
             people
                 .execute(
                     &id,
-                    &jetsource::domain::PersonCommand::ChangeName {
+                    &hiring::PersonCommand::ChangeName {
                         name: format!("P {i}.{k}"),
                     },
                     &meta,
@@ -250,7 +250,7 @@ async fn a_view_differs_from_its_events_after_projection_crashes() {
             people
                 .execute(
                     &id,
-                    &jetsource::domain::PersonCommand::ChangeEmail {
+                    &hiring::PersonCommand::ChangeEmail {
                         email: format!("{id}@y.org"),
                     },
                     &meta,
@@ -307,7 +307,7 @@ async fn a_view_differs_from_its_events_after_projection_crashes() {
 
 #[tokio::test]
 async fn the_organization_and_offer_views_follow_a_hire() {
-    use jetsource::domain::views::{OffersView, OrganizationsView};
+    use hiring::views::{OffersView, OrganizationsView};
     let server = TestServer::start();
     let client = jetsource::connect(&server.url()).await.unwrap();
     let store = EventStore::open(client.clone(), StoreConfig::default())
@@ -439,7 +439,7 @@ async fn the_organization_and_offer_views_follow_a_hire() {
 
 #[tokio::test]
 async fn min_seq_of_an_event_the_view_does_not_read_is_reached_once_caught_up() {
-    use jetsource::domain::views::OrganizationsView;
+    use hiring::views::OrganizationsView;
     let server = TestServer::start();
     let client = jetsource::connect(&server.url()).await.unwrap();
     let store = EventStore::open(client.clone(), StoreConfig::default())
@@ -495,7 +495,7 @@ async fn a_rebuild_fills_the_next_version_while_the_old_answers_then_switches() 
     let (client, store, _node) = node(&server, Duration::from_secs(5)).await;
     let people = jetsource::Repository::<Person>::new(store.clone(), Default::default());
     for i in 0..300 {
-        let cmd = jetsource::domain::PersonCommand::Register {
+        let cmd = hiring::PersonCommand::Register {
             name: format!("P {i}"),
             email: format!("p{i}@x.org"),
         };
@@ -609,7 +609,7 @@ async fn jetsource_project_rebuild_runs_to_the_switch_and_exits() {
         .unwrap();
     let people = jetsource::Repository::<Person>::new(store.clone(), Default::default());
     for i in 0..50 {
-        let cmd = jetsource::domain::PersonCommand::Register {
+        let cmd = hiring::PersonCommand::Register {
             name: format!("P {i}"),
             email: format!("p{i}@x.org"),
         };

@@ -16,11 +16,11 @@
 use super::{
     Organization, OrganizationCommand, OrganizationEvent, Person, PersonCommand, PersonEvent,
 };
-use crate::aggregate::decode_event;
-use crate::saga::{Input, Reaction, Saga, SagaCommand};
-use crate::store::MalformedEvent;
-use crate::store::RecordedEvent;
 use chrono::{DateTime, Duration, Utc};
+use jetsource::aggregate::decode_event;
+use jetsource::saga::{Input, Reaction, Saga, SagaCommand};
+use jetsource::store::MalformedEvent;
+use jetsource::store::RecordedEvent;
 use serde::{Deserialize, Serialize};
 
 /// Where one offer's flow stands.

@@ -6,7 +6,7 @@ mod support;
 use jetsource::testing::TestServer;
 use serde_json::{json, Value};
 use std::time::Duration;
-use support::{wait_for_nodes, Process};
+use support::wait_for_nodes;
 
 /// Regression: `jetsource up --demo` waited on `$SRV.PING`, which a node answers
 /// before its endpoints are subscribed, and its first command got "no responders".
@@ -15,7 +15,7 @@ async fn a_node_counted_as_serving_answers_its_first_command() {
     let server = TestServer::start();
     let client = jetsource::connect(&server.url()).await.unwrap();
     for round in 0..3 {
-        let mut node = Process::start(&server.url(), &["node"]);
+        let mut node = support::start(&server.url(), &["node"]);
         wait_for_nodes(&client, 1).await;
         let body = json!({"id": format!("org{round}"), "name": "Org"});
         let reply = client
@@ -40,7 +40,7 @@ async fn a_node_counted_as_serving_answers_its_first_command() {
 async fn sigterm_at_any_moment_of_startup_stops_the_process() {
     let server = TestServer::start();
     let client = jetsource::connect(&server.url()).await.unwrap();
-    let _node = Process::start(&server.url(), &["node"]);
+    let _node = support::start(&server.url(), &["node"]);
     wait_for_nodes(&client, 1).await;
     let kinds: [&[&str]; 3] = [
         &["saga", "hiring"],
@@ -49,7 +49,7 @@ async fn sigterm_at_any_moment_of_startup_stops_the_process() {
     ];
     for args in kinds {
         for delay_ms in [0, 30, 80, 150, 300, 600, 1200] {
-            let mut process = Process::start(&server.url(), args);
+            let mut process = support::start(&server.url(), args);
             tokio::time::sleep(Duration::from_millis(delay_ms)).await;
             let status = process.terminate(Duration::from_secs(5));
             assert!(
@@ -225,7 +225,7 @@ async fn lease_holder(store: &jetsource::EventStore, key: &str) -> Option<u32> {
 /// ten kills, each checked by an event written after the kill reaching the view.
 #[tokio::test]
 async fn failover_after_kill_9_takes_about_a_second() {
-    use jetsource::domain::{Person, PersonCommand};
+    use hiring::{Person, PersonCommand};
     let server = TestServer::start_with(jetsource::nats_server::Durability::Fast);
     let store = support::open_store(&server).await;
     let people = jetsource::Repository::<Person>::new(store.clone(), Default::default());
@@ -245,8 +245,8 @@ async fn failover_after_kill_9_takes_about_a_second() {
     };
     let args = ["project", "person_directory"];
     let mut processes = [
-        Process::start(&server.url(), &args),
-        Process::start(&server.url(), &args),
+        support::start(&server.url(), &args),
+        support::start(&server.url(), &args),
     ];
     let seq = register(0).await;
     support::wait_applied(
@@ -285,7 +285,7 @@ async fn failover_after_kill_9_takes_about_a_second() {
         .await;
         failovers.push(killed.elapsed());
         // The killed one comes back as the new standby.
-        processes[active] = Process::start(&server.url(), &args);
+        processes[active] = support::start(&server.url(), &args);
     }
     failovers.sort();
     let (median, max) = (
@@ -306,15 +306,15 @@ async fn failover_after_kill_9_takes_about_a_second() {
 /// stands by, the new holder keeps the role, and the view ends equal to a rebuild.
 #[tokio::test]
 async fn two_projection_instances_become_active_at_once_after_a_pause() {
-    use jetsource::domain::{Person, PersonCommand};
+    use hiring::{Person, PersonCommand};
     use rustix::process::{kill_process, Pid, Signal};
     let server = TestServer::start_with(jetsource::nats_server::Durability::Fast);
     let store = support::open_store(&server).await;
     let people = jetsource::Repository::<Person>::new(store.clone(), Default::default());
     let args = ["project", "person_directory"];
     let processes = [
-        Process::start(&server.url(), &args),
-        Process::start(&server.url(), &args),
+        support::start(&server.url(), &args),
+        support::start(&server.url(), &args),
     ];
     let writer = {
         let people = jetsource::Repository::<Person>::new(store.clone(), Default::default());
@@ -403,7 +403,7 @@ async fn dlq_retry_stops_the_stack() {
         .await
         .unwrap();
     client.flush().await.unwrap();
-    let mut projection = Process::start(&server.url(), &["project", "person_directory"]);
+    let mut projection = support::start(&server.url(), &["project", "person_directory"]);
     let parked = || async {
         dlq::list(&store)
             .await
@@ -451,9 +451,8 @@ async fn dlq_retry_stops_the_stack() {
         "the projection process is still running"
     );
     // And still applying events.
-    let people =
-        jetsource::Repository::<jetsource::domain::Person>::new(store.clone(), Default::default());
-    let command = jetsource::domain::PersonCommand::Register {
+    let people = jetsource::Repository::<hiring::Person>::new(store.clone(), Default::default());
+    let command = hiring::PersonCommand::Register {
         name: "After".into(),
         email: "after@example.org".into(),
     };
@@ -476,13 +475,13 @@ async fn dlq_retry_stops_the_stack() {
 /// role (its lease renewals are not starved by the work), and the standby stays idle.
 #[tokio::test]
 async fn the_active_instance_keeps_its_role_under_sustained_load() {
-    use jetsource::domain::{Person, PersonCommand};
+    use hiring::{Person, PersonCommand};
     let server = TestServer::start_with(jetsource::nats_server::Durability::Fast);
     let store = support::open_store(&server).await;
     let args = ["project", "person_directory"];
     let _processes = [
-        Process::start(&server.url(), &args),
-        Process::start(&server.url(), &args),
+        support::start(&server.url(), &args),
+        support::start(&server.url(), &args),
     ];
     let people = std::sync::Arc::new(jetsource::Repository::<Person>::new(
         store.clone(),

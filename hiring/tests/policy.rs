@@ -4,7 +4,7 @@
 //! application sees nothing but its own replies.
 
 use futures::StreamExt;
-use jetsource::domain::{Organization, Person};
+use hiring::{Organization, Person};
 use jetsource::nats_server::Durability;
 use jetsource::node::{Node, NodeConfig, RunningNode};
 use jetsource::testing::TestServer;
@@ -13,8 +13,8 @@ use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::Duration;
 
-const POLICY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/dev/policy.toml");
-const ACCOUNTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/dev/nats-accounts.conf");
+const POLICY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../dev/policy.toml");
+const ACCOUNTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../dev/nats-accounts.conf");
 
 fn policy() -> Policy {
     Policy::load(POLICY.as_ref()).unwrap()

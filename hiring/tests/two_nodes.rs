@@ -6,14 +6,14 @@ mod support;
 use jetsource::testing::TestServer;
 use serde_json::{json, Value};
 use std::time::Duration;
-use support::{wait_for_nodes, Process};
+use support::wait_for_nodes;
 
 #[tokio::test]
 async fn two_node_processes_share_the_load_and_lose_nothing() {
     let server = TestServer::start();
     let client = jetsource::connect(&server.url()).await.unwrap();
-    let _a = Process::start(&server.url(), &["node"]);
-    let _b = Process::start(&server.url(), &["node"]);
+    let _a = support::start(&server.url(), &["node"]);
+    let _b = support::start(&server.url(), &["node"]);
     wait_for_nodes(&client, 2).await;
 
     let send = |client: async_nats::Client, subject: &'static str, body: Value| async move {

@@ -4,9 +4,9 @@
 
 mod demo;
 
-use jetsource::domain::directory::PersonDirectory;
-use jetsource::domain::views::{OffersView, OrganizationsView};
-use jetsource::domain::{Hiring, Organization, Person};
+use hiring::directory::PersonDirectory;
+use hiring::views::{OffersView, OrganizationsView};
+use hiring::{Hiring, Organization, Person};
 use std::process::ExitCode;
 use std::sync::Arc;
 

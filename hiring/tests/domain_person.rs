@@ -1,7 +1,7 @@
 //! Every Person rule, accepted and refused, without a server.
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
-use jetsource::domain::person::{Person, PersonCommand as C, PersonError as E, PersonEvent as Ev};
+use hiring::person::{Person, PersonCommand as C, PersonError as E, PersonEvent as Ev};
 use jetsource::fixture::AggregateFixture;
 use jetsource::{DomainError, RefusalKind};
 

@@ -6,8 +6,8 @@ pub const MAX_NAME: usize = 200;
 /// A trimmed, non-empty name of at most [`MAX_NAME`] characters without control characters.
 ///
 /// ```
-/// assert_eq!(jetsource::domain::validate::name("  Ada  "), Some("Ada".to_string()));
-/// assert_eq!(jetsource::domain::validate::name("   "), None);
+/// assert_eq!(hiring::validate::name("  Ada  "), Some("Ada".to_string()));
+/// assert_eq!(hiring::validate::name("   "), None);
 /// ```
 pub fn name(raw: &str) -> Option<String> {
     let t = raw.trim();
@@ -19,8 +19,8 @@ pub fn name(raw: &str) -> Option<String> {
 /// dotted domain, no whitespace, at most 254 bytes.
 ///
 /// ```
-/// assert_eq!(jetsource::domain::validate::email("Ada@Example.org"), Some("ada@example.org".to_string()));
-/// assert_eq!(jetsource::domain::validate::email("ada@localhost"), None);
+/// assert_eq!(hiring::validate::email("Ada@Example.org"), Some("ada@example.org".to_string()));
+/// assert_eq!(hiring::validate::email("ada@localhost"), None);
 /// ```
 pub fn email(raw: &str) -> Option<String> {
     let e = raw.trim().to_lowercase();
@@ -38,5 +38,5 @@ pub fn email(raw: &str) -> Option<String> {
 
 /// An id that can be a subject token and a KV key part.
 pub fn id(raw: &str) -> bool {
-    crate::subjects::validate_id(raw).is_ok()
+    jetsource::subjects::validate_id(raw).is_ok()
 }

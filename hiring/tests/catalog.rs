@@ -10,7 +10,7 @@ use serde_json::Value;
 fn catalog() -> Value {
     let text = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/subjects/catalog.json"
+        "/../subjects/catalog.json"
     ))
     .expect("subjects/catalog.json");
     serde_json::from_str(&text).expect("catalog is JSON")
@@ -117,7 +117,7 @@ fn listed(c: &Value, aggregate: &str, what: &str) -> Vec<String> {
 
 #[test]
 fn commands_and_events_of_each_aggregate_match_the_catalog() {
-    use jetsource::domain::*;
+    use hiring::*;
     let c = catalog();
     let person_commands = command_names::<PersonCommand>();
     let org_commands = command_names::<OrganizationCommand>();
@@ -156,8 +156,8 @@ fn commands_and_events_of_each_aggregate_match_the_catalog() {
 
 #[test]
 fn the_views_and_their_queries_match_the_catalog() {
-    use jetsource::domain::directory::PersonDirectory;
-    use jetsource::domain::views::{OffersView, OrganizationsView};
+    use hiring::directory::PersonDirectory;
+    use hiring::views::{OffersView, OrganizationsView};
     use jetsource::projection::Projection;
     let c = catalog();
     let served: [&dyn Projection; 3] = [&PersonDirectory, &OrganizationsView, &OffersView];
@@ -185,7 +185,7 @@ fn the_views_and_their_queries_match_the_catalog() {
 fn the_saga_names_match_the_catalog() {
     use jetsource::saga::Saga;
     let c = catalog();
-    let hiring = jetsource::domain::Hiring;
+    let hiring = hiring::Hiring;
     let consumer = format!("saga_{}", hiring.name());
     let listed = |i: usize| -> Vec<String> {
         c["consumers"][i]["instances"]

@@ -4,8 +4,8 @@
 mod support;
 
 use futures::StreamExt;
-use jetsource::domain::directory::{email_key, person_key, PersonDirectory};
-use jetsource::domain::{Person, PersonCommand};
+use hiring::directory::{email_key, person_key, PersonDirectory};
+use hiring::{Person, PersonCommand};
 use jetsource::projection::{
     ApplyError, PoisonPolicy, Projection, ProjectionRunner, RunnerConfig, RunnerErrorKind, View,
 };

@@ -6,8 +6,8 @@
 //! person, extends an offer, waits for the saga to record it, accepts, and waits
 //! until the person is employed; it exits non-zero if the flow does not complete.
 
+use hiring::{Organization, OrganizationCommand, Person, PersonCommand};
 use jetsource::client::{Client, CommandOptions, SendError};
-use jetsource::domain::{Organization, OrganizationCommand, Person, PersonCommand};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 

@@ -1,8 +1,8 @@
 //! A person: who they are, the offers they received, their employment.
 
 use super::validate;
-use crate::aggregate::{Aggregate, DomainError, DomainEvent, RefusalKind};
 use chrono::{DateTime, Utc};
+use jetsource::aggregate::{Aggregate, DomainError, DomainEvent, RefusalKind};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -485,7 +485,7 @@ impl Person {
     }
 }
 
-impl crate::snapshot::Snapshot for Person {}
+impl jetsource::snapshot::Snapshot for Person {}
 
 impl Aggregate for Person {
     const NAME: &'static str = "person";

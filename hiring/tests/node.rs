@@ -3,7 +3,7 @@
 
 use async_nats::HeaderMap;
 use futures::StreamExt;
-use jetsource::domain::{Organization, Person};
+use hiring::{Organization, Person};
 use jetsource::node::{Node, NodeConfig, RunningNode};
 use jetsource::testing::TestServer;
 use jetsource::{EventStore, StoreConfig};
@@ -1029,7 +1029,7 @@ async fn a_client_cannot_set_the_clock_field_and_typed_senders_leave_it_out() {
     // The typed client drops the field the node sets: an expiry in 2001 is after
     // the client's `at` (2000) but before the node's clock, so it is refused.
     let client = jetsource::client::Client::new(h.client.clone(), Default::default());
-    let command = |expires_at: &str| jetsource::domain::OrganizationCommand::ExtendOffer {
+    let command = |expires_at: &str| hiring::OrganizationCommand::ExtendOffer {
         position_id: "eng".into(),
         person_id: "ada".into(),
         offer_id: "o-1".into(),

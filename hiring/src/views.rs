@@ -7,10 +7,10 @@
 
 use super::organization::OrganizationEvent;
 use super::person::PersonEvent;
-use crate::aggregate::decode_event;
-use crate::projection::query::{valid_id, Queries, QueryError, Rows};
-use crate::projection::{ApplyError, Projection, View};
-use crate::store::RecordedEvent;
+use jetsource::aggregate::decode_event;
+use jetsource::projection::query::{valid_id, Queries, QueryError, Rows};
+use jetsource::projection::{ApplyError, Projection, View};
+use jetsource::store::RecordedEvent;
 use serde::Deserialize;
 use serde_json::{json, Value};
 

@@ -1,8 +1,8 @@
 //! An organization: its positions, the offers it extends, its members.
 
 use super::validate;
-use crate::aggregate::{Aggregate, DomainError, DomainEvent, RefusalKind};
 use chrono::{DateTime, Utc};
+use jetsource::aggregate::{Aggregate, DomainError, DomainEvent, RefusalKind};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -430,7 +430,7 @@ impl Organization {
     }
 }
 
-impl crate::snapshot::Snapshot for Organization {}
+impl jetsource::snapshot::Snapshot for Organization {}
 
 impl Aggregate for Organization {
     const NAME: &'static str = "organization";

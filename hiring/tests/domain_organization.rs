@@ -1,7 +1,7 @@
 //! Every Organization rule, accepted and refused, without a server.
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
-use jetsource::domain::organization::{
+use hiring::organization::{
     Organization, OrganizationCommand as C, OrganizationError as E, OrganizationEvent as Ev,
 };
 use jetsource::fixture::AggregateFixture;

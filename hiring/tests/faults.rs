@@ -62,13 +62,13 @@ impl Role {
         Role {
             url: url.to_string(),
             args,
-            process: Process::start(url, args),
+            process: support::start(url, args),
         }
     }
 
     fn kill_and_restart(&mut self) {
         self.process.kill();
-        self.process = Process::start(&self.url, self.args);
+        self.process = support::start(&self.url, self.args);
     }
 }
 

@@ -728,7 +728,7 @@ async fn query_rows(people: usize) {
 }
 
 async fn seed_people(store: &EventStore, persons: usize, per_person: usize) {
-    use jetsource::domain::PersonEvent;
+    use hiring::PersonEvent;
     let codec = store.config().codec;
     futures::stream::iter(0..persons)
         .map(|p| {
@@ -828,7 +828,7 @@ fn stream_seq(reply: &async_nats::Message) -> u64 {
 async fn project_directory(store: &EventStore) {
     let mut runner = jetsource::projection::ProjectionRunner::new(
         store.clone(),
-        jetsource::domain::directory::PersonDirectory,
+        hiring::directory::PersonDirectory,
         Default::default(),
     )
     .await
@@ -847,8 +847,8 @@ async fn project_directory(store: &EventStore) {
 /// latency is extend to `EmploymentStarted`, seen on a plain subscription to the
 /// person's events.
 async fn hiring(nats: &async_nats::Client, run: &str, flows: usize, direct: bool) -> Measured {
+    use hiring::{Organization, OrganizationCommand as O, Person, PersonCommand as P};
     use jetsource::client::{Client, CommandOptions};
-    use jetsource::domain::{Organization, OrganizationCommand as O, Person, PersonCommand as P};
     use tokio::sync::oneshot;
     type Waiters = Arc<std::sync::Mutex<HashMap<(String, String), oneshot::Sender<()>>>>;
     let client = Client::new(nats.clone(), jetsource::Subjects::default());

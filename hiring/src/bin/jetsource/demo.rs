@@ -2,9 +2,9 @@
 //! step by step. One hire, one decline, one expiry, one race for the same position.
 
 use chrono::Utc;
+use hiring::{Organization, OrganizationCommand as Org, Person, PersonCommand};
 use jetsource::app::{Result, Stack};
 use jetsource::client::{Client, CommandOptions};
-use jetsource::domain::{Organization, OrganizationCommand as Org, Person, PersonCommand};
 use jetsource::saga::instances;
 use jetsource::EventStore;
 use serde_json::{json, Value};

@@ -1,0 +1,61 @@
+//! Helpers for the reference app's tests: its binary as a child process, its node
+//! in this process, and a rebuild check of its directory.
+#![allow(dead_code, unreachable_pub, unused_imports)]
+
+pub mod raw;
+
+use jetsource::testing::{AppProcess, TestServer};
+use jetsource::{EventStore, StoreConfig};
+
+pub use jetsource::testing::{view_rows, wait_applied};
+
+/// A `jetsource` child process (the binary under test), SIGKILLed on drop.
+pub type Process = AppProcess;
+
+/// `jetsource <args…> --nats-url <url> --log-level warn`.
+pub fn start(url: &str, args: &[&str]) -> Process {
+    AppProcess::start(env!("CARGO_BIN_EXE_jetsource"), url, args)
+}
+
+pub async fn open_store(server: &TestServer) -> EventStore {
+    let client = jetsource::connect(&server.url()).await.expect("connect");
+    EventStore::open(client, StoreConfig::default())
+        .await
+        .expect("open store")
+}
+
+/// Waits until `n` nodes serve every endpoint.
+pub async fn wait_for_nodes(client: &async_nats::Client, n: usize) {
+    let subjects = jetsource::Subjects::default();
+    let timeout = std::time::Duration::from_secs(20);
+    if let Err(e) = jetsource::node::wait_until_serving(client, &subjects, n, timeout).await {
+        panic!("{e}");
+    }
+}
+
+/// Takes `person_directory`'s rows as they are (its processes must be stopped),
+/// rebuilds it up to `last` in this process, and asserts every row is the same.
+pub async fn assert_directory_equals_a_rebuild(store: &EventStore, last: u64) {
+    jetsource::testing::assert_view_equals_a_rebuild(store, hiring::PersonDirectory, last).await;
+}
+
+/// A node of the reference domain (Person, Organization, the directory's
+/// queries) on its own connection to `server`.
+pub async fn reference_node(
+    server: &TestServer,
+    config: jetsource::node::NodeConfig,
+) -> (async_nats::Client, EventStore, jetsource::node::RunningNode) {
+    use hiring::{Organization, Person, PersonDirectory};
+    let client = jetsource::connect(&server.url()).await.unwrap();
+    let store = EventStore::open(client.clone(), StoreConfig::default())
+        .await
+        .unwrap();
+    let node = jetsource::node::Node::new(store.clone(), config)
+        .register::<Person>(Default::default())
+        .register::<Organization>(Default::default())
+        .view(&PersonDirectory)
+        .start()
+        .await
+        .unwrap();
+    (client, store, node)
+}
