@@ -51,8 +51,18 @@ pub trait Projection: Send + Sync + 'static {
     fn name(&self) -> &str;
     /// The aggregate types whose events it reads.
     fn aggregates(&self) -> &[&'static str];
-    /// Applies one event. Return [`ApplyError::Failed`] for an event that cannot be
-    /// applied (it is retried, then parked); propagate a [`View::get`] miss with `?`.
+    /// Applies one event to the view's rows.
+    ///
+    /// What it may and may not do:
+    /// - **Pure and synchronous.** No I/O, no clock: the rows it reads come from
+    ///   [`View::get`]; a row not loaded yet is a miss to propagate with `?`, and
+    ///   the runner loads it and calls `apply` again for the same event.
+    /// - **Deterministic.** It may run more than once for one event (after a miss,
+    ///   after a crash before the commit); it must write the same rows each time.
+    ///   [`View::put`] leaves alone a row that this or a later event already wrote,
+    ///   so a replay never counts twice.
+    /// - **No panics.** Return [`ApplyError::Failed`] for an event that cannot be
+    ///   applied: it is retried, then parked in `DLQ`, and the projection goes on.
     fn apply(&self, view: &mut View, event: &RecordedEvent) -> Result<(), ApplyError>;
     /// The queries its view answers, which every node of the app serves as
     /// `qry.<view>.<query>` (none by default). See [`query`] for an example.

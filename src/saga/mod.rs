@@ -72,7 +72,37 @@ pub trait Saga: Send + Sync + 'static {
     /// read this event but cannot: the runner parks it in `DLQ` and goes on.
     fn correlate(&self, event: &RecordedEvent) -> Result<Option<String>, MalformedEvent>;
 
-    /// Decides. No I/O, no clock: everything needed is in `state` and `input`.
+    /// Decides what the instance does next: its new state, the commands to send,
+    /// the deadlines to set or cancel, and whether it is finished.
+    ///
+    /// What it may and may not do:
+    /// - **Pure.** No I/O, no clock, no randomness: everything needed is in `state`
+    ///   and `input`. Time enters as an event's field or a deadline's firing.
+    /// - **Deterministic.** After a crash the runner may hand it the same input
+    ///   again with the same state; it must decide the same. A command's id comes
+    ///   from (saga, instance, step), so a resent step is deduplicated by the
+    ///   server: give each step a name that is unique within the instance.
+    /// - **Total.** Every input gets a reaction; an input the saga does not care
+    ///   about returns `Reaction::to(state.clone())`. A panic stops the process
+    ///   (the standby takes over and meets the same input), so do not panic.
+    /// - **Storable state.** The state must serialize as JSON; one that does not
+    ///   is parked in `DLQ` before any command goes out.
+    /// - A refused command comes back as [`Input::Refused`]: compensate there.
+    ///
+    /// ```
+    /// use jetsource::saga::{Input, Reaction};
+    /// /// Set a reminder on the first event, stop when it fires.
+    /// fn react(reminded: &bool, input: Input<'_>) -> Reaction<bool> {
+    ///     match input {
+    ///         Input::Event(e) if !reminded => {
+    ///             let at = e.occurred_at + chrono::Duration::days(1);
+    ///             Reaction::to(true).deadline("remind", at)
+    ///         }
+    ///         Input::Deadline { name: "remind" } => Reaction::to(*reminded).finish("reminded"),
+    ///         _ => Reaction::to(*reminded),
+    ///     }
+    /// }
+    /// ```
     fn react(&self, state: &Self::State, input: Input<'_>) -> Reaction<Self::State>;
 }
 
