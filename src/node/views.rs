@@ -55,9 +55,7 @@ impl Served {
         view: &'static str,
         queries: Queries,
     ) -> Result<Served, CreateKeyValueError> {
-        let config =
-            crate::store::buckets::plain(versions::BUCKET.to_string(), store.config().replicas);
-        let registry = crate::store::buckets::ensure(store.jetstream(), config).await?;
+        let registry = crate::store::buckets::open_plain(store, versions::BUCKET).await?;
         let version = registry
             .get(projection)
             .await

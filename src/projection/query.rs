@@ -245,9 +245,8 @@ impl Rows {
         store: &EventStore,
         name: String,
     ) -> Result<Rows, CreateKeyValueError> {
-        let config = crate::store::buckets::plain(name, store.config().replicas);
         Ok(Rows {
-            kv: crate::store::buckets::ensure(store.jetstream(), config).await?,
+            kv: crate::store::buckets::open_plain(store, name).await?,
             store: store.clone(),
         })
     }

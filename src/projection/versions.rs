@@ -72,8 +72,7 @@ impl std::fmt::Display for VersionsErrorKind {
 pub type VersionsError = crate::error::Error<VersionsErrorKind>;
 
 pub(crate) async fn registry(store: &EventStore) -> Result<kv::Store, VersionsError> {
-    let config = crate::store::buckets::plain(BUCKET, store.config().replicas);
-    crate::store::buckets::ensure(store.jetstream(), config)
+    crate::store::buckets::open_plain(store, BUCKET)
         .await
         .map_err(|e| VersionsError::with_source(VersionsErrorKind::Bucket, e))
 }

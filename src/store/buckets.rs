@@ -25,3 +25,12 @@ pub(crate) fn plain(name: impl Into<String>, replicas: usize) -> kv::Config {
         ..Default::default()
     }
 }
+
+/// The plain bucket `name` beside `store`'s stream (its replica count), created
+/// if missing.
+pub(crate) async fn open_plain(
+    store: &super::EventStore,
+    name: impl Into<String>,
+) -> Result<kv::Store, CreateKeyValueError> {
+    ensure(store.jetstream(), plain(name, store.config().replicas)).await
+}
