@@ -323,6 +323,7 @@ pub(crate) async fn park(
     seq: u64,
     reason: &str,
 ) -> Result<(), JetStreamError> {
+    crate::telemetry::metrics::parked(consumer);
     let empty = async_nats::HeaderMap::new();
     let headers = m.headers.as_ref().unwrap_or(&empty);
     park_parts(

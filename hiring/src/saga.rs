@@ -337,6 +337,13 @@ impl Saga for Hiring {
         })
     }
 
+    fn stage(&self, state: &HiringState) -> String {
+        serde_json::to_value(state.stage)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default()
+    }
+
     fn react(&self, state: &HiringState, input: Input<'_>) -> Reaction<HiringState> {
         match input {
             Input::Event(event) => {

@@ -3,7 +3,7 @@
 
 mod support;
 
-use jetsource::testing::TestServer;
+use jetsource::testing::{free_port, TestServer};
 use serde_json::{json, Value};
 use std::time::Duration;
 use support::wait_for_nodes;
@@ -137,14 +137,6 @@ impl Drop for Up {
             self.stop();
         }
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Findings: a second `jetsource up` on the same data dir started a second server

@@ -1,7 +1,9 @@
 //! Running a runner while holding its lease: what `project` and `saga` share.
 
+use super::telemetry::Running;
 use super::Result;
 use crate::projection::lease::Lease;
+use crate::EventStore;
 use std::future::Future;
 use tokio::sync::watch;
 
@@ -54,6 +56,23 @@ where
         (Err(_), Ended::LeaseLost) => Ok(ended),
         (Err(e), _) => Err(e.into()),
     }
+}
+
+/// Stands by until this instance holds the lease on `key` (`Some`), or
+/// SIGINT/SIGTERM arrives (`None`); its health and metrics say which role it is in.
+pub(crate) async fn take_lease(
+    store: &EventStore,
+    key: &str,
+    ttl: std::time::Duration,
+    telemetry: &Running,
+) -> Result<Option<Lease>> {
+    telemetry.consumer(key, false);
+    let lease = tokio::select! {
+        lease = Lease::acquire(store, key, ttl) => lease?,
+        _ = super::wait_for_signal() => return Ok(None),
+    };
+    telemetry.consumer(key, true);
+    Ok(Some(lease))
 }
 
 /// Tries `attempt` until it succeeds, once a second (the server may be away), or

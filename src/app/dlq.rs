@@ -10,6 +10,9 @@ pub(crate) struct Args {
     action: Action,
     #[command(flatten)]
     connection: Connection,
+    /// Print JSON (`list`: an array; `show`: the event with its headers).
+    #[arg(long, global = true)]
+    json: bool,
 }
 
 #[derive(clap::Subcommand, Debug)]
@@ -39,20 +42,40 @@ pub(crate) async fn run(args: Args) -> Result<Outcome> {
     match args.action {
         Action::List => {
             let parked = dlq::list(&store).await?;
-            if parked.is_empty() {
-                println!("no parked events");
+            if args.json {
+                let all: Vec<_> = parked.iter().map(summary).collect();
+                println!("{}", serde_json::Value::from(all));
+                return Ok(Outcome::Done);
             }
-            for p in parked {
-                println!(
-                    "{}\t{}\tseq {}\t{}\t{}\t{}",
-                    p.dlq_seq, p.consumer, p.seq, p.subject, p.event_type, p.error
-                );
-            }
+            let rows: Vec<Vec<String>> = parked
+                .iter()
+                .map(|p| {
+                    vec![
+                        p.dlq_seq.to_string(),
+                        p.consumer.clone(),
+                        p.seq.to_string(),
+                        p.subject.clone(),
+                        p.event_type.clone(),
+                        p.error.clone(),
+                    ]
+                })
+                .collect();
+            super::print_table(
+                &["DLQ_SEQ", "CONSUMER", "SEQ", "SUBJECT", "TYPE", "ERROR"],
+                &rows,
+            );
         }
         Action::Show { dlq_seq } => {
             let p = dlq::get(&store, dlq_seq)
                 .await?
                 .ok_or_else(|| format!("no parked event at {dlq_seq}"))?;
+            if args.json {
+                let mut shown = summary(&p);
+                shown["headers"] = super::headers_json(&p.headers);
+                shown["payload"] = String::from_utf8_lossy(&p.payload).into();
+                println!("{shown}");
+                return Ok(Outcome::Done);
+            }
             for (name, values) in p.headers.iter() {
                 for v in values {
                     println!("{}: {}", AsRef::<str>::as_ref(name), v.as_str());
@@ -76,4 +99,15 @@ pub(crate) async fn run(args: Args) -> Result<Outcome> {
         }
     }
     Ok(Outcome::Done)
+}
+
+fn summary(p: &dlq::Parked) -> serde_json::Value {
+    serde_json::json!({
+        "dlq_seq": p.dlq_seq,
+        "consumer": p.consumer,
+        "seq": p.seq,
+        "subject": p.subject,
+        "type": p.event_type,
+        "error": p.error,
+    })
 }

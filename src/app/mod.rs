@@ -41,6 +41,7 @@ mod project;
 mod saga;
 mod send;
 mod status;
+mod telemetry;
 mod up;
 
 pub use up::Stack;
@@ -337,9 +338,8 @@ struct Standby {
     /// renewed every third of that). Give every process of a deployment the same.
     #[arg(long, default_value_t = 1.5)]
     lease_ttl: f64,
-    /// Log filter (overridden by RUST_LOG).
-    #[arg(long, default_value = "info")]
-    log_level: String,
+    #[command(flatten)]
+    telemetry: telemetry::Telemetry,
 }
 
 impl Standby {
@@ -348,15 +348,44 @@ impl Standby {
     }
 }
 
-/// Logs to stderr through tracing, filtered by `RUST_LOG` or `level`.
-fn init_logging(level: &str) -> Result<()> {
-    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| level.to_string());
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&filter)?)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-    Ok(())
+/// Prints rows under a header row, each column as wide as its widest cell (the
+/// last one left ragged).
+fn print_table(header: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let last = cells.len().saturating_sub(1);
+        let text: Vec<String> = cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| match i == last {
+                true => c.to_string(),
+                false => format!("{c:<w$}", w = widths[i]),
+            })
+            .collect();
+        println!("{}", text.join("  "));
+    };
+    line(header.to_vec());
+    for row in rows {
+        line(row.iter().map(String::as_str).collect());
+    }
+}
+
+/// A parked event's or a header map's headers as a JSON object (repeated
+/// values joined with `, `).
+fn headers_json(headers: &async_nats::HeaderMap) -> serde_json::Value {
+    headers
+        .iter()
+        .map(|(name, values)| {
+            let values: Vec<&str> = values.iter().map(|v| v.as_str()).collect();
+            (name.to_string(), serde_json::Value::from(values.join(", ")))
+        })
+        .collect::<serde_json::Map<_, _>>()
+        .into()
 }
 
 /// Resolves once SIGINT or SIGTERM has arrived, at any time since the listener was

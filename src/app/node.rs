@@ -29,9 +29,8 @@ pub(crate) struct Args {
     /// Largest request body, in bytes.
     #[arg(long, default_value_t = 64 * 1024)]
     max_body_bytes: usize,
-    /// Log filter (overridden by RUST_LOG), e.g. `info` or `jetsource=debug`.
-    #[arg(long, default_value = "info")]
-    log_level: String,
+    #[command(flatten)]
+    telemetry: super::telemetry::Telemetry,
     /// Snapshot every N events of an aggregate.
     #[arg(long, default_value_t = 100)]
     snapshot_every: u64,
@@ -46,7 +45,7 @@ pub(crate) struct Args {
 }
 
 pub(super) async fn run(app: &super::App, args: Args) -> Result<Outcome> {
-    super::init_logging(&args.log_level)?;
+    args.telemetry.init_logging()?;
     let policy = match &args.policy {
         Some(path) => Some(std::sync::Arc::new(Policy::load(path)?)),
         None => {
@@ -66,6 +65,7 @@ pub(super) async fn run(app: &super::App, args: Args) -> Result<Outcome> {
         .connection
         .connect_with("jetsource node", options)
         .await?;
+    let telemetry = args.telemetry.start("node", &client).await?;
     let store = EventStore::open(
         client,
         StoreConfig {
@@ -87,8 +87,10 @@ pub(super) async fn run(app: &super::App, args: Args) -> Result<Outcome> {
         .await?
         .start()
         .await?;
-    tracing::info!(url = %args.connection.nats_url, durability = %args.durability, "jetsource node ready");
+    tracing::info!(url = %args.connection.url(), durability = %args.durability, "jetsource node ready");
+    telemetry.serving();
     super::wait_for_signal().await;
+    telemetry.stopping();
     tracing::info!("shutting down: no new requests, finishing the ones in flight");
     node.shutdown(Duration::from_secs(args.grace)).await;
     Ok(Outcome::Done)

@@ -42,7 +42,7 @@ impl Args {
 /// its lease while active and stands by otherwise; `--rebuild` builds the next
 /// version and exits.
 pub(super) async fn project<P: Projection>(make: impl Fn() -> P, args: Args) -> Result<Outcome> {
-    super::init_logging(&args.standby.log_level)?;
+    args.standby.telemetry.init_logging()?;
     let store = args
         .connection
         .open_store(&format!("jetsource project {}", args.name))
@@ -60,6 +60,11 @@ pub(super) async fn project<P: Projection>(make: impl Fn() -> P, args: Args) -> 
     if args.rebuild {
         return rebuild(make(), store, config, ttl).await;
     }
+    let telemetry = args
+        .standby
+        .telemetry
+        .start("project", store.client())
+        .await?;
     // Run the active version; when a rebuild switches it, move over to the new one.
     loop {
         let active = || versions::active(&store, &args.name);
@@ -68,10 +73,11 @@ pub(super) async fn project<P: Projection>(make: impl Fn() -> P, args: Args) -> 
             return Ok(Outcome::Done);
         };
         let key = versions::consumer_name(&args.name, version);
+        let _watch = telemetry.watch_consumer(&store, &key);
         // Only the lease holder touches the consumer and the view; others wait.
-        let lease = tokio::select! {
-            lease = Lease::acquire(&store, &key, ttl) => lease?,
-            _ = super::wait_for_signal() => return Ok(Outcome::Done),
+        let Some(lease) = super::active::take_lease(&store, &key, ttl, &telemetry).await? else {
+            telemetry.stopping();
+            return Ok(Outcome::Done);
         };
         let config = RunnerConfig {
             version,
@@ -105,6 +111,7 @@ pub(super) async fn project<P: Projection>(make: impl Fn() -> P, args: Args) -> 
         let ended = super::active::while_holding(lease, &key, run, switched).await?;
         match ended {
             Ended::Done => {
+                telemetry.stopping();
                 tracing::info!(projection = args.name, "projection stopped");
                 return Ok(Outcome::Done);
             }

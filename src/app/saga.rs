@@ -5,7 +5,6 @@ use super::active::Ended;
 use super::connection::Connection;
 use super::{Outcome, Result};
 use crate::client::Client;
-use crate::projection::lease::Lease;
 use crate::saga::{instances, Saga, SagaConfig, SagaRunner};
 use std::time::Duration;
 
@@ -31,9 +30,11 @@ impl Args {
 
 /// Runs `saga` as a process: holds its lease while active, stands by otherwise.
 pub(super) async fn run<S: Saga + Clone>(saga: S, args: Args) -> Result<Outcome> {
-    super::init_logging(&args.standby.log_level)?;
+    args.standby.telemetry.init_logging()?;
     let title = format!("jetsource saga {}", args.name);
     let store = args.connection.open_store(&title).await?;
+    let telemetry = args.standby.telemetry.start("saga", store.client()).await?;
+    let _watch = telemetry.watch_consumer(&store, &format!("saga_{}", args.name));
     let client = Client::new(store.client().clone(), args.connection.subjects());
     let key = format!("saga_{}", args.name);
     let ttl = args.standby.lease_ttl();
@@ -43,10 +44,10 @@ pub(super) async fn run<S: Saga + Clone>(saga: S, args: Args) -> Result<Outcome>
     };
     // Only the lease holder runs; others (and a holder that lost it) stand by.
     loop {
-        let lease = tokio::select! {
-            lease = Lease::acquire(&store, &key, ttl) => lease?,
-            _ = super::wait_for_signal() => return Ok(Outcome::Done),
+        let Some(lease) = super::active::take_lease(&store, &key, ttl, &telemetry).await? else {
+            break;
         };
+        let _census = telemetry.census(&store, &args.name);
         let start = || SagaRunner::new(store.clone(), client.clone(), saga.clone(), config.clone());
         let Some(runner) = super::active::until_ok("starting the saga", start).await else {
             lease.release().await;
@@ -63,6 +64,7 @@ pub(super) async fn run<S: Saga + Clone>(saga: S, args: Args) -> Result<Outcome>
             Ended::Done | Ended::Interrupted => break,
         }
     }
+    telemetry.stopping();
     tracing::info!(saga = args.name, "saga stopped");
     Ok(Outcome::Done)
 }
@@ -73,11 +75,14 @@ pub(crate) struct ListArgs {
     action: Action,
     #[command(flatten)]
     connection: Connection,
+    /// Print JSON (`list`: an array of instances).
+    #[arg(long, global = true)]
+    json: bool,
 }
 
 #[derive(clap::Subcommand, Debug)]
 enum Action {
-    /// One line per instance: id, outcome (or `running`), stage, last change.
+    /// One row per instance: id, outcome (or `running`), stage, next deadline, last change.
     List {
         /// The saga, e.g. `hiring`.
         saga: String,
@@ -98,19 +103,39 @@ pub(crate) async fn list(args: ListArgs) -> Result<Outcome> {
     let store = args.connection.open_store("jetsource sagas").await?;
     match args.action {
         Action::List { saga, running } => {
-            for i in instances::list(&store, &saga).await? {
-                if running && i.outcome.is_some() {
-                    continue;
-                }
-                println!(
-                    "{}\t{}\t{}\t{}",
-                    i.id,
-                    i.outcome.as_deref().unwrap_or("running"),
-                    i.state["stage"].as_str().unwrap_or("-"),
-                    i.updated_at
-                        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-                );
+            let listed: Vec<_> = instances::list(&store, &saga)
+                .await?
+                .into_iter()
+                .filter(|i| !running || i.outcome.is_none())
+                .collect();
+            if args.json {
+                println!("{}", serde_json::to_string(&listed)?);
+                return Ok(Outcome::Done);
             }
+            let rows: Vec<Vec<String>> = listed
+                .iter()
+                .map(|i| {
+                    let next = i.deadlines.values().min();
+                    vec![
+                        i.id.clone(),
+                        i.outcome.clone().unwrap_or_else(|| "running".into()),
+                        if i.stage.is_empty() {
+                            "-".into()
+                        } else {
+                            i.stage.clone()
+                        },
+                        next.map_or("-".into(), |at| {
+                            at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                        }),
+                        i.updated_at
+                            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                    ]
+                })
+                .collect();
+            super::print_table(
+                &["ID", "OUTCOME", "STAGE", "NEXT_DEADLINE", "UPDATED"],
+                &rows,
+            );
             Ok(Outcome::Done)
         }
         Action::Show { saga, id } => match instances::show(&store, &saga, &id).await? {

@@ -1,14 +1,14 @@
-//! `jetsource send` and `jetsource query`: one request, the reply on stdout.
+//! `jetsource send` and `jetsource query`: one request, the reply on stdout, as
+//! `nats req` would send it.
 
 use super::connection::Connection;
 use super::{Outcome, Result};
 use crate::store::headers;
 use async_nats::HeaderMap;
-use std::time::Duration;
 
 #[derive(clap::Args, Debug)]
 pub(crate) struct Args {
-    /// `<aggregate>.<Command>`, e.g. `person.Register`.
+    /// `cmd.<aggregate>.<Command>` or `<aggregate>.<Command>`, e.g. `person.Register`.
     command: String,
     /// The body, JSON, with the aggregate `id` inside.
     body: String,
@@ -21,7 +21,7 @@ pub(crate) struct Args {
     /// Correlation id (defaults to the command id).
     #[arg(long)]
     correlation_id: Option<String>,
-    /// Who acts.
+    /// Who acts (only jetsource's own account may say).
     #[arg(long)]
     actor: Option<String>,
     /// The end user acted for (only clients the policy lets delegate).
@@ -33,10 +33,15 @@ pub(crate) struct Args {
 
 #[derive(clap::Args, Debug)]
 pub(crate) struct QueryArgs {
-    /// `<view>.<op>`, e.g. `person.get`.
+    /// `qry.<view>.<query>` or `<view>.<query>`, e.g. `person.get`.
     query: String,
     /// The body, JSON.
+    #[arg(default_value = "{}")]
     body: String,
+    /// Wait (up to the node's limit) until the view has applied this stream
+    /// sequence: the `seq` of a command's ack reads your own write.
+    #[arg(long)]
+    min_seq: Option<u64>,
     #[command(flatten)]
     common: Common,
 }
@@ -45,9 +50,23 @@ pub(crate) struct QueryArgs {
 struct Common {
     #[command(flatten)]
     connection: Connection,
-    /// Seconds to wait for the reply.
-    #[arg(long, default_value_t = 5)]
-    timeout: u64,
+    /// A header to send, `Name:Value` (repeatable), e.g. `-H traceparent:00-…`.
+    #[arg(short = 'H', long = "header", value_name = "NAME:VALUE", value_parser = parse_header)]
+    headers: Vec<(String, String)>,
+    /// Print the reply as one JSON document: status code, headers and body.
+    #[arg(long)]
+    json: bool,
+}
+
+fn parse_header(text: &str) -> std::result::Result<(String, String), String> {
+    let (name, value) = text
+        .split_once(':')
+        .ok_or_else(|| format!("{text:?} is not Name:Value"))?;
+    let name = name.trim();
+    if name.is_empty() || name.contains(|c: char| c.is_whitespace() || c.is_control()) {
+        return Err(format!("{name:?} is not a header name"));
+    }
+    Ok((name.to_string(), value.trim().to_string()))
 }
 
 pub(crate) async fn run(args: Args) -> Result<Outcome> {
@@ -73,14 +92,33 @@ pub(crate) async fn run(args: Args) -> Result<Outcome> {
 }
 
 pub(crate) async fn query(args: QueryArgs) -> Result<Outcome> {
-    request(
-        &args.common,
-        "qry",
-        &args.query,
-        args.body,
-        HeaderMap::new(),
-    )
-    .await
+    let mut h = HeaderMap::new();
+    if let Some(seq) = args.min_seq {
+        h.insert(crate::node::request::MIN_SEQ, seq.to_string().as_str());
+    }
+    request(&args.common, "qry", &args.query, args.body, h).await
+}
+
+/// `<a>.<b>` from `<a>.<b>`, `<kind>.<a>.<b>` or `<prefix><kind>.<a>.<b>`.
+fn short_name<'a>(name: &'a str, kind: &str, prefix: &str) -> Result<&'a str> {
+    let short = name.strip_prefix(prefix).unwrap_or(name);
+    let short = short
+        .strip_prefix(kind)
+        .and_then(|rest| rest.strip_prefix('.'))
+        .unwrap_or(short);
+    let parts: Vec<&str> = short.split('.').collect();
+    if parts.len() != 2 || parts.iter().any(|p| p.is_empty()) {
+        let example = if kind == "cmd" {
+            "person.Register"
+        } else {
+            "person.get"
+        };
+        return Err(format!(
+            "{name:?} is not {kind}.<aggregate>.<name> or <aggregate>.<name> (e.g. {example})"
+        )
+        .into());
+    }
+    Ok(short)
 }
 
 async fn request(
@@ -90,18 +128,21 @@ async fn request(
     body: String,
     mut h: HeaderMap,
 ) -> Result<Outcome> {
-    if name.split('.').count() != 2 {
-        return Err(format!("{name:?} is not <aggregate>.<name>").into());
-    }
+    let prefix = common.connection.subjects().prefix().to_string();
+    let name = short_name(name, kind, &prefix)?;
     serde_json::from_str::<serde_json::Value>(&body)
         .map_err(|e| format!("the body is not JSON: {e}"))?;
     h.insert(headers::CONTENT_TYPE, "application/json");
+    for (name, value) in &common.headers {
+        h.insert(name.as_str(), value.as_str());
+    }
     let client = common.connection.connect("jetsource send").await?;
-    let subject = format!("{}{kind}.{name}", common.connection.subjects().prefix());
+    let subject = format!("{prefix}{kind}.{name}");
+    let timeout = common.connection.timeout;
     let request = async_nats::Request::new()
         .headers(h)
         .payload(body.into())
-        .timeout(Some(Duration::from_secs(common.timeout)));
+        .timeout(Some(timeout));
     let reply = client
         .send_request(subject.clone(), request)
         .await
@@ -110,18 +151,61 @@ async fn request(
                 format!("no jetsource node serves {subject}: is `jetsource node` running?")
             }
             async_nats::RequestErrorKind::TimedOut => {
-                format!("no reply on {subject} within {}s", common.timeout)
+                format!("no reply on {subject} within {timeout:?}")
             }
             _ => e.to_string(),
         })?;
-    println!("{}", String::from_utf8_lossy(&reply.payload));
-    let rejected = reply.headers.as_ref().is_some_and(|h| {
+    let code = reply.headers.as_ref().and_then(|h| {
         h.get(async_nats::service::NATS_SERVICE_ERROR_CODE)
-            .is_some()
+            .and_then(|v| v.as_str().parse::<u16>().ok())
     });
-    Ok(if rejected {
+    if common.json {
+        println!("{}", reply_json(&reply, code));
+    } else {
+        println!("{}", String::from_utf8_lossy(&reply.payload));
+    }
+    Ok(if code.is_some() {
         Outcome::Rejected
     } else {
         Outcome::Done
     })
+}
+
+/// `{"status_code":200,"headers":{…},"body":…}` (the body as JSON when it is).
+fn reply_json(reply: &async_nats::Message, code: Option<u16>) -> serde_json::Value {
+    let headers = reply
+        .headers
+        .as_ref()
+        .map_or_else(|| serde_json::json!({}), super::headers_json);
+    let body: serde_json::Value = serde_json::from_slice(&reply.payload)
+        .unwrap_or_else(|_| String::from_utf8_lossy(&reply.payload).into());
+    serde_json::json!({"status_code": code.unwrap_or(200), "headers": headers, "body": body})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::short_name;
+
+    #[test]
+    fn full_subjects_and_short_names_both_name_a_command() {
+        assert_eq!(
+            short_name("person.Register", "cmd", "").unwrap(),
+            "person.Register"
+        );
+        assert_eq!(
+            short_name("cmd.person.Register", "cmd", "").unwrap(),
+            "person.Register"
+        );
+        assert_eq!(
+            short_name("acme.cmd.person.Register", "cmd", "acme.").unwrap(),
+            "person.Register"
+        );
+        assert_eq!(
+            short_name("qry.person.get", "qry", "").unwrap(),
+            "person.get"
+        );
+        assert!(short_name("cmd.person", "cmd", "").is_err());
+        assert!(short_name("person", "cmd", "").is_err());
+        assert!(short_name("a.b.c.d", "cmd", "").is_err());
+    }
 }

@@ -1,99 +1,263 @@
-//! `jetsource status`: the service's nodes and the event store at a glance.
+//! `jetsource status`: the server, the event stream, the service's nodes and every
+//! projection and saga consumer at a glance; `--check` turns it into a health
+//! check for scripts and monitors.
 
 use super::connection::Connection;
 use super::{Outcome, Result};
+use crate::projection::status::ConsumerStatus;
+use serde::Serialize;
 use std::time::Duration;
 
 #[derive(clap::Args, Debug)]
 pub(crate) struct Args {
     #[command(flatten)]
     connection: Connection,
-    /// Print JSON instead of text.
+    /// Print JSON (the same facts as the text).
     #[arg(long)]
     json: bool,
+    /// Check the thresholds below: exit 0 when every check passes, 2 when one
+    /// fails (each failure printed), 1 when the status cannot be read at all.
+    #[arg(long)]
+    check: bool,
+    /// Most events a consumer may be behind.
+    #[arg(long, default_value_t = 10_000)]
+    max_lag: u64,
+    /// Most seconds a consumer may be behind.
+    #[arg(long, default_value_t = 60.0)]
+    max_lag_seconds: f64,
+    /// Most events a consumer may have parked in DLQ.
+    #[arg(long, default_value_t = 0)]
+    max_parked: u64,
+    /// Fewest nodes serving.
+    #[arg(long, default_value_t = 1)]
+    min_nodes: usize,
+}
+
+/// Everything `status` reports.
+#[derive(Debug, Serialize)]
+struct Report {
+    server: Server,
+    stream: Stream,
+    nodes: Vec<Node>,
+    consumers: Vec<ConsumerStatus>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    checks: Option<Vec<Check>>,
+}
+
+#[derive(Debug, Serialize)]
+struct Server {
+    version: String,
+    url: String,
+}
+
+/// The event stream, by its configured name.
+#[derive(Debug, Serialize)]
+struct Stream {
+    name: String,
+    exists: bool,
+    events: u64,
+    bytes: u64,
+    first_seq: u64,
+    last_seq: u64,
+    aggregates: u64,
+    last_event_at: Option<String>,
+}
+
+/// One node's answer to `$SRV.STATS`, summed over its endpoints.
+#[derive(Debug, Serialize)]
+struct Node {
+    id: String,
+    version: String,
+    started: String,
+    requests: u64,
+    errors: u64,
+}
+
+/// One threshold, passed or not.
+#[derive(Debug, Serialize)]
+struct Check {
+    check: String,
+    ok: bool,
+    detail: String,
 }
 
 pub(crate) async fn run(args: Args) -> Result<Outcome> {
     let client = args.connection.connect("jetsource status").await?;
-    let info = client.server_info();
-    // Every node answers $SRV.STATS: gather the replies for a moment.
-    let nodes: Vec<serde_json::Value> =
-        crate::node::service_replies(&client, "STATS", Duration::from_millis(500))
-            .await
-            .map_err(|e| e.to_string())?
-            .iter()
-            .filter_map(|r| serde_json::from_slice(r).ok())
-            .collect();
-    let consumers: serde_json::Value = match client
-        .request(
-            format!("{}qry.system.status", args.connection.subjects().prefix()),
-            "{}".into(),
-        )
-        .await
-    {
-        Ok(reply) => serde_json::from_slice::<serde_json::Value>(&reply.payload)
-            .unwrap_or_default()["consumers"]
-            .clone(),
-        Err(_) => serde_json::Value::Null,
+    let server = Server {
+        version: client.server_info().version,
+        url: args.connection.url(),
     };
-    let js = async_nats::jetstream::new(client.clone());
-    let stream: serde_json::Value = js
-        .request("STREAM.INFO.EVENTS".to_string(), &serde_json::json!({}))
+    let stream = stream(&client, &args.connection.store_config()).await;
+    // Every node answers $SRV.STATS: gather the replies for a moment.
+    let nodes = crate::node::service_replies(&client, "STATS", Duration::from_millis(500))
         .await
-        .unwrap_or(serde_json::Value::Null);
-    if args.json {
-        println!(
-            "{}",
-            serde_json::json!({"server": info.version, "nodes": nodes, "events": stream["state"]})
-        );
-        return Ok(Outcome::Done);
+        .map_err(|e| e.to_string())?
+        .iter()
+        .filter_map(|r| serde_json::from_slice(r).ok())
+        .map(|stats: serde_json::Value| node(&stats))
+        .collect();
+    // Opened only once it exists: opening creates the stream, and `status` must not.
+    let consumers = if stream.exists {
+        let store = crate::EventStore::open(client, args.connection.store_config()).await?;
+        crate::projection::status::consumers(&store).await?
+    } else {
+        Vec::new()
+    };
+    let mut report = Report {
+        server,
+        stream,
+        nodes,
+        consumers,
+        checks: None,
+    };
+    if args.check {
+        report.checks = Some(checks(&report, &args));
     }
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print_text(&report);
+    }
+    let failed = report.checks.iter().flatten().any(|c| !c.ok);
+    Ok(if failed {
+        Outcome::Rejected
+    } else {
+        Outcome::Done
+    })
+}
+
+async fn stream(client: &async_nats::Client, config: &crate::StoreConfig) -> Stream {
+    let name = config.stream.clone();
+    let js = async_nats::jetstream::new(client.clone());
+    let info = match js.get_stream(&name).await {
+        Ok(mut stream) => stream.info().await.ok().map(|i| i.state.clone()),
+        Err(_) => None,
+    };
+    match info {
+        Some(state) => Stream {
+            name,
+            exists: true,
+            events: state.messages,
+            bytes: state.bytes,
+            first_seq: state.first_sequence,
+            last_seq: state.last_sequence,
+            aggregates: state.subjects_count,
+            last_event_at: (state.messages > 0)
+                .then(|| state.last_timestamp.to_string())
+                .filter(|_| state.last_sequence > 0),
+        },
+        None => Stream {
+            name,
+            exists: false,
+            events: 0,
+            bytes: 0,
+            first_seq: 0,
+            last_seq: 0,
+            aggregates: 0,
+            last_event_at: None,
+        },
+    }
+}
+
+fn node(stats: &serde_json::Value) -> Node {
+    let endpoints = stats["endpoints"].as_array().cloned().unwrap_or_default();
+    let sum = |field: &str| {
+        endpoints
+            .iter()
+            .map(|e| e[field].as_u64().unwrap_or(0))
+            .sum::<u64>()
+    };
+    let text = |field: &str| stats[field].as_str().unwrap_or("?").to_string();
+    Node {
+        id: text("id"),
+        version: text("version"),
+        started: text("started"),
+        requests: sum("num_requests"),
+        errors: sum("num_errors"),
+    }
+}
+
+fn checks(report: &Report, args: &Args) -> Vec<Check> {
+    let mut checks = vec![Check {
+        check: "nodes".into(),
+        ok: report.nodes.len() >= args.min_nodes,
+        detail: format!(
+            "{} node(s) serving, at least {} wanted",
+            report.nodes.len(),
+            args.min_nodes
+        ),
+    }];
+    for c in report.consumers.iter().filter(|c| !c.retired) {
+        let name = &c.consumer;
+        checks.push(Check {
+            check: format!("{name} active"),
+            ok: c.active.is_some(),
+            detail: match &c.active {
+                Some(holder) => format!("{name} is run by {holder}"),
+                None => format!("no instance of {name} holds its lease: nothing runs it"),
+            },
+        });
+        checks.push(Check {
+            check: format!("{name} lag"),
+            ok: c.lag_events <= args.max_lag && c.lag_seconds <= args.max_lag_seconds,
+            detail: format!(
+                "{name} is {} events ({:.1} s) behind; at most {} events ({} s) allowed",
+                c.lag_events, c.lag_seconds, args.max_lag, args.max_lag_seconds
+            ),
+        });
+        checks.push(Check {
+            check: format!("{name} parked"),
+            ok: c.parked <= args.max_parked,
+            detail: format!(
+                "{name} has {} event(s) parked in DLQ; at most {} allowed (see `dlq list`)",
+                c.parked, args.max_parked
+            ),
+        });
+    }
+    checks
+}
+
+fn print_text(report: &Report) {
     println!(
         "nats-server {} at {}",
-        info.version, args.connection.nats_url
+        report.server.version, report.server.url
     );
-    let state = &stream["state"];
-    if state.is_null() {
-        println!("stream EVENTS: not created yet");
-    } else {
+    let s = &report.stream;
+    if s.exists {
         println!(
-            "stream EVENTS: {} events, {} bytes, last sequence {}, {} aggregates",
-            state["messages"], state["bytes"], state["last_seq"], state["num_subjects"]
+            "stream {}: {} events, {} bytes, last sequence {}, {} aggregates",
+            s.name, s.events, s.bytes, s.last_seq, s.aggregates
         );
+    } else {
+        println!("stream {}: not created yet", s.name);
     }
     println!(
         "{} node(s) in service {}",
-        nodes.len(),
+        report.nodes.len(),
         crate::node::SERVICE_NAME
     );
-    for node in &nodes {
-        let endpoints = node["endpoints"].as_array().cloned().unwrap_or_default();
-        let sum = |field: &str| {
-            endpoints
-                .iter()
-                .map(|e| e[field].as_u64().unwrap_or(0))
-                .sum::<u64>()
-        };
+    for n in &report.nodes {
         println!(
             "  node {} (v{}, up since {}): {} requests, {} errors",
-            node["id"].as_str().unwrap_or("?"),
-            node["version"].as_str().unwrap_or("?"),
-            node["started"].as_str().unwrap_or("?"),
-            sum("num_requests"),
-            sum("num_errors"),
+            n.id, n.version, n.started, n.requests, n.errors
         );
     }
-    for c in consumers.as_array().into_iter().flatten() {
+    for c in &report.consumers {
+        let role = match (&c.active, c.retired) {
+            (_, true) => "retired version".to_string(),
+            (Some(holder), false) => format!("active {holder}"),
+            (None, false) => "NO ACTIVE INSTANCE".to_string(),
+        };
         println!(
-            "  consumer {}: checkpoint {} of {}, lag {} events ({:.1}s), {} redelivered, {} parked",
-            c["consumer"].as_str().unwrap_or("?"),
-            c["checkpoint"],
-            c["stream_last_seq"],
-            c["lag_events"],
-            c["lag_seconds"].as_f64().unwrap_or(0.0),
-            c["redelivered"],
-            c["parked"],
+            "  consumer {}: checkpoint {} of {}, lag {} events ({:.1}s), {} redelivered, {} parked, {role}",
+            c.consumer, c.checkpoint, c.stream_last_seq, c.lag_events, c.lag_seconds, c.redelivered, c.parked,
         );
     }
-    Ok(Outcome::Done)
+    for c in report.checks.iter().flatten() {
+        println!(
+            "{} {}",
+            if c.ok { "OK      " } else { "CRITICAL" },
+            c.detail
+        );
+    }
 }

@@ -219,7 +219,8 @@ pub(super) async fn run(app: &super::App, args: Args) -> Result<Outcome> {
     let me = std::env::current_exe()?;
     let mut with_url = |name: &str, args: &[&str]| -> Result<()> {
         let mut all: Vec<&str> = args.to_vec();
-        all.extend(["--nats-url", url.as_str()]);
+        // The children talk to this server only, whatever natscli context is selected.
+        all.extend(["--server", url.as_str(), "--no-context"]);
         running.push(spawn(name, &me, &all, &logs)?);
         Ok(())
     };
@@ -248,7 +249,7 @@ pub(super) async fn run(app: &super::App, args: Args) -> Result<Outcome> {
         );
     }
     println!(
-        "  try: {} send <aggregate>.<Command> '{{\"id\":\"...\"}}' --nats-url {url}",
+        "  try: {} send <aggregate>.<Command> '{{\"id\":\"...\"}}' -s {url}",
         app.name
     );
 

@@ -394,6 +394,19 @@ enum Route {
     Status(EventStore),
 }
 
+impl Route {
+    /// Counts one answered request in the metrics.
+    fn record(&self, status: Option<Status>, took: Duration) {
+        use crate::telemetry::metrics;
+        match self {
+            Route::Command(h, command) => metrics::command(h.aggregate(), command, status, took),
+            Route::Query(h, query) => metrics::query(h.aggregate(), query, status, took),
+            Route::View(served, query) => metrics::query(served.view, query, status, took),
+            Route::Status(_) => metrics::query("system", "status", status, took),
+        }
+    }
+}
+
 /// A serving node.
 pub struct RunningNode {
     service: service::Service,
@@ -462,6 +475,7 @@ async fn serve_endpoint(
 }
 
 async fn handle(context: &Context, route: Route, request: service::Request) {
+    let started = std::time::Instant::now();
     let msg = &request.message;
     let span = tracing::info_span!(
         "request",
@@ -473,6 +487,7 @@ async fn handle(context: &Context, route: Route, request: service::Request) {
             Ok(caller) => answer(context, &route, &caller, msg).await,
             Err(rejection) => Err(rejection),
         };
+        route.record(result.as_ref().err().map(|r| r.status), started.elapsed());
         let sent = match result {
             Ok(body) => {
                 tracing::debug!("accepted");
@@ -483,8 +498,14 @@ async fn handle(context: &Context, route: Route, request: service::Request) {
                     Status::Unavailable => tracing::warn!(%rejection, "rejected"),
                     _ => tracing::info!(%rejection, "rejected"),
                 }
+                // An error reply with the rejection as its body, counted in
+                // `$SRV.STATS`' errors.
+                let error = service::error::Error {
+                    status: rejection.message.replace(['\r', '\n'], " "),
+                    code: rejection.status.code().into(),
+                };
                 request
-                    .respond_with_headers(Ok(rejection.body()), rejection.headers())
+                    .respond_error_with_body(error, rejection.headers(), rejection.body())
                     .await
             }
         };

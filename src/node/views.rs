@@ -148,13 +148,20 @@ impl Served {
         min_seq: u64,
         timeout: Duration,
     ) -> Result<(), Rejection> {
-        let deadline = Instant::now() + timeout;
+        let started = Instant::now();
+        let deadline = started + timeout;
+        let mut waited = false;
         loop {
             let applied = rows.applied().await.map_err(rejection)?;
             if applied >= min_seq {
+                if waited {
+                    crate::telemetry::metrics::min_seq_wait(self.view, true, started.elapsed());
+                }
                 return Ok(());
             }
+            waited = true;
             if Instant::now() >= deadline {
+                crate::telemetry::metrics::min_seq_wait(self.view, false, started.elapsed());
                 return Err(Rejection::new(
                     Status::Unavailable,
                     "view_behind",

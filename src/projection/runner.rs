@@ -153,6 +153,7 @@ pub struct ProjectionRunner<P: Projection> {
     dlq: jetstream::stream::Stream,
     checkpoint: storage::Checkpoint,
     deliveries: consumer::Deliveries,
+    meter: crate::telemetry::metrics::Consumer,
     /// Fetched messages not handled yet (the rest of a batch cut short), handled
     /// before anything new is fetched.
     carried: Vec<jetstream::Message>,
@@ -241,6 +242,10 @@ impl<P: Projection> ProjectionRunner<P> {
         let dlq = consumer::ensure_dlq(&store).await?;
         let checkpoint = storage::read_checkpoint(&rows).await?;
         let consumer = cursor(&store, &projection, &config, checkpoint.value).await?;
+        let meter = crate::telemetry::metrics::Consumer::new(&super::versions::consumer_name(
+            &name,
+            config.version,
+        ));
         Ok(ProjectionRunner {
             store,
             projection: Arc::new(projection),
@@ -250,6 +255,7 @@ impl<P: Projection> ProjectionRunner<P> {
             dlq,
             checkpoint,
             deliveries: Default::default(),
+            meter,
             carried: Vec::new(),
             failures: 0,
             idle: true,
@@ -324,6 +330,7 @@ impl<P: Projection> ProjectionRunner<P> {
         };
         let last_good = events[..applied_up_to].iter().map(|(seq, _)| *seq).max();
         self.commit(view, last_good).await?;
+        self.meter.applied(applied_up_to);
         let handled = messages.len();
         if let Some(i) = applied_up_to.checked_sub(1) {
             messages[i].ack().await.map_err(js_err)?;
@@ -375,6 +382,7 @@ impl<P: Projection> ProjectionRunner<P> {
             messages.push(m.map_err(js_err)?);
         }
         self.deliveries.check(&self.consumer_name(), &messages)?;
+        self.meter.fetched(&messages);
         Ok(messages)
     }
 

@@ -24,6 +24,12 @@ pub struct ConsumerStatus {
     pub redelivered: usize,
     /// Events parked in `DLQ` by this consumer.
     pub parked: u64,
+    /// The instance holding the consumer's lease (`<pid>/<instance id>`), if one
+    /// is running it.
+    pub active: Option<String>,
+    /// A projection version queries no longer read (a rebuild replaced it): its
+    /// lag means nothing and nobody needs to run it.
+    pub retired: bool,
 }
 
 /// What went wrong gathering the consumers' status.
@@ -56,6 +62,29 @@ fn failed<E: Into<crate::error::BoxError>>(kind: StatusErrorKind) -> impl FnOnce
 
 /// The status of every durable consumer on the event stream.
 pub async fn consumers(store: &EventStore) -> Result<Vec<ConsumerStatus>, StatusError> {
+    gather(store, None).await
+}
+
+/// The status of one consumer (`proj_<name>`, `saga_<name>`), if it exists.
+///
+/// ```no_run
+/// # async fn demo(store: jetsource::EventStore) {
+/// if let Ok(Some(s)) = jetsource::projection::status::consumer(&store, "proj_person_directory").await {
+///     println!("{} events behind", s.lag_events);
+/// }
+/// # }
+/// ```
+pub async fn consumer(
+    store: &EventStore,
+    name: &str,
+) -> Result<Option<ConsumerStatus>, StatusError> {
+    Ok(gather(store, Some(name)).await?.pop())
+}
+
+async fn gather(
+    store: &EventStore,
+    only: Option<&str>,
+) -> Result<Vec<ConsumerStatus>, StatusError> {
     let js = store.jetstream();
     let mut stream = js
         .get_stream(&store.config().stream)
@@ -69,6 +98,8 @@ pub async fn consumers(store: &EventStore) -> Result<Vec<ConsumerStatus>, Status
     let last_seq = info.state.last_sequence;
     let last_ts = info.state.last_timestamp;
     let checkpoints = js.get_key_value(CHECKPOINTS).await.ok();
+    let leases = js.get_key_value(super::lease::BUCKET).await.ok();
+    let versions = super::versions::all_active(store).await.unwrap_or_default();
     let parked = match js.get_stream(DLQ).await {
         Ok(dlq) => {
             let mut per_subject = std::collections::HashMap::new();
@@ -95,6 +126,9 @@ pub async fn consumers(store: &EventStore) -> Result<Vec<ConsumerStatus>, Status
         .map_err(failed(StatusErrorKind::Consumers))?
     {
         let name = c.name.clone();
+        if only.is_some_and(|only| only != name) {
+            continue;
+        }
         // A projection's checkpoint lives beside its rows; a saga's in `checkpoints`.
         let checkpoint = match (super::versions::bucket_of_consumer(&name), &checkpoints) {
             (Some(bucket), _) => super::storage::applied(store, &bucket).await.unwrap_or(0),
@@ -123,7 +157,18 @@ pub async fn consumers(store: &EventStore) -> Result<Vec<ConsumerStatus>, Status
                 _ => 0.0,
             }
         };
+        let active = match &leases {
+            Some(kv) => kv
+                .get(&name)
+                .await
+                .ok()
+                .flatten()
+                .map(|holder| String::from_utf8_lossy(&holder).into_owned()),
+            None => None,
+        };
         out.push(ConsumerStatus {
+            active,
+            retired: super::versions::is_retired(&name, &versions),
             parked: parked
                 .get(&format!("{}dlq.{name}", store.subjects().prefix()))
                 .copied()

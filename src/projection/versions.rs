@@ -100,3 +100,51 @@ pub async fn set_active(
         .map(|_| ())
         .map_err(|e| VersionsError::with_source(VersionsErrorKind::Write, e))
 }
+
+/// Whether `consumer` is a projection version that queries no longer read (a
+/// rebuild switched to a newer one), given every projection's active version.
+///
+/// ```
+/// use jetsource::projection::versions::is_retired;
+/// let active = [("offers".to_string(), 2)];
+/// assert!(is_retired("proj_offers", &active));
+/// assert!(!is_retired("proj_offers_v2", &active));
+/// assert!(!is_retired("proj_people", &active));
+/// ```
+pub fn is_retired(consumer: &str, active: &[(String, u32)]) -> bool {
+    active.iter().any(|(projection, version)| {
+        consumer != consumer_name(projection, *version)
+            && (consumer == consumer_name(projection, 1)
+                || consumer
+                    .strip_prefix(&format!("proj_{projection}_v"))
+                    .is_some_and(|v| v.parse::<u32>().is_ok_and(|v| v > 1)))
+    })
+}
+
+/// Every projection's active version, as registered (projections never
+/// rebuilt are not listed: theirs is 1).
+pub async fn all_active(store: &EventStore) -> Result<Vec<(String, u32)>, VersionsError> {
+    use futures::TryStreamExt;
+    let kv = registry(store).await?;
+    fn read<E: Into<crate::error::BoxError>>(e: E) -> VersionsError {
+        VersionsError::with_source(VersionsErrorKind::Read, e)
+    }
+    let keys: Vec<String> = kv
+        .keys()
+        .await
+        .map_err(read)?
+        .try_collect()
+        .await
+        .map_err(read)?;
+    let mut active = Vec::with_capacity(keys.len());
+    for key in keys {
+        let version = kv
+            .get(&key)
+            .await
+            .map_err(read)?
+            .and_then(|b| super::storage::decode_number(&b))
+            .unwrap_or(1);
+        active.push((key, version));
+    }
+    Ok(active)
+}

@@ -22,6 +22,10 @@ pub struct Instance<S> {
     pub id: String,
     /// The saga's own state.
     pub state: S,
+    /// Where it stands ([`Saga::stage`](super::Saga::stage)); empty in records
+    /// written before stages were kept.
+    #[serde(default)]
+    pub stage: String,
     /// `None` while running; the outcome once finished.
     pub outcome: Option<String>,
     /// Correlation id of the event that started it; every command it sends carries it.
@@ -70,6 +74,7 @@ impl<S: Default> Instance<S> {
             saga: saga.to_string(),
             id: id.to_string(),
             state: S::default(),
+            stage: String::new(),
             outcome: None,
             correlation_id: None,
             seq: 0,

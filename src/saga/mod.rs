@@ -104,6 +104,24 @@ pub trait Saga: Send + Sync + 'static {
     /// }
     /// ```
     fn react(&self, state: &Self::State, input: Input<'_>) -> Reaction<Self::State>;
+
+    /// A short name for where a running instance stands (`offered`, `accepted`),
+    /// stored with the instance and shown by `jetsource sagas list`, the console
+    /// and the `jetsource_saga_instances` metric. Keep the names few: each is a
+    /// metric series. Pure, like [`react`](Saga::react). Default: `running`.
+    ///
+    /// ```
+    /// # #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+    /// # struct Offer { accepted: bool }
+    /// fn stage(offer: &Offer) -> String {
+    ///     if offer.accepted { "accepted" } else { "offered" }.to_string()
+    /// }
+    /// # assert_eq!(stage(&Offer::default()), "offered");
+    /// ```
+    fn stage(&self, state: &Self::State) -> String {
+        let _ = state;
+        "running".to_string()
+    }
 }
 
 /// What a saga reacts to.

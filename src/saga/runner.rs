@@ -132,6 +132,7 @@ pub struct SagaRunner<G: Saga> {
     fired: jetstream::consumer::Consumer<pull::Config>,
     checkpoint: Checkpoint,
     deliveries: consumer::Deliveries,
+    meter: crate::telemetry::metrics::Consumer,
 }
 
 impl<G: Saga> std::fmt::Debug for SagaRunner<G> {
@@ -179,6 +180,7 @@ impl<G: Saga> SagaRunner<G> {
         let consumer =
             consumer::cursor(&store, &name, saga.aggregates(), 1, checkpoint.value()).await?;
         let fired = timers::consumer(&timers, &store, saga.name()).await?;
+        let meter = crate::telemetry::metrics::Consumer::new(&name);
         Ok(SagaRunner {
             shared: Arc::new(Shared {
                 store,
@@ -192,6 +194,7 @@ impl<G: Saga> SagaRunner<G> {
             fired,
             checkpoint,
             deliveries: Default::default(),
+            meter,
         })
     }
 
@@ -234,6 +237,7 @@ impl<G: Saga> SagaRunner<G> {
             messages.push(m.map_err(consumer::js_err)?);
         }
         self.deliveries.check(&self.consumer_name(), &messages)?;
+        self.meter.fetched(&messages);
         if messages.is_empty() {
             return Ok(0);
         }
@@ -316,6 +320,7 @@ impl<G: Saga> SagaRunner<G> {
             .ack()
             .await
             .map_err(consumer::js_err)?;
+        self.meter.applied(messages.len());
         Ok(messages.len())
     }
 
@@ -460,7 +465,14 @@ impl<G: Saga> Shared<G> {
             let mut queue = VecDeque::new();
             let mut set = Vec::new();
             let mut cancel = Vec::new();
-            absorb(&mut record, reaction, &mut queue, &mut set, &mut cancel);
+            absorb(
+                &self.saga,
+                &mut record,
+                reaction,
+                &mut queue,
+                &mut set,
+                &mut cancel,
+            );
             let mut rounds = 0;
             while let Some(command) = queue.pop_front() {
                 let command_id = command.command_id(self.saga.name(), instance);
@@ -501,7 +513,14 @@ impl<G: Saga> Shared<G> {
                             message: &message,
                         };
                         let reaction = self.saga.react(&record.state, refused);
-                        absorb(&mut record, reaction, &mut queue, &mut set, &mut cancel);
+                        absorb(
+                            &self.saga,
+                            &mut record,
+                            reaction,
+                            &mut queue,
+                            &mut set,
+                            &mut cancel,
+                        );
                     }
                 }
             }
@@ -613,14 +632,16 @@ impl<G: Saga> Shared<G> {
     }
 }
 
-fn absorb<S>(
-    record: &mut Instance<S>,
-    reaction: Reaction<S>,
+fn absorb<G: Saga>(
+    saga: &G,
+    record: &mut Instance<G::State>,
+    reaction: Reaction<G::State>,
     queue: &mut VecDeque<SagaCommand>,
     set: &mut Vec<super::Deadline>,
     cancel: &mut Vec<String>,
 ) {
     record.state = reaction.state;
+    record.stage = saga.stage(&record.state);
     queue.extend(reaction.commands);
     for name in reaction.cancel {
         record.deadlines.remove(&name);

@@ -333,14 +333,17 @@ impl EventStore {
         msgs: &[&append::OutMsg],
         expected: Option<u64>,
     ) -> Result<append::Ack, AppendError> {
-        send(
+        let started = std::time::Instant::now();
+        let acked = send(
             &self.inner.client,
             &self.inner.mux,
             msgs,
             expected,
             self.inner.config.request_timeout,
         )
-        .await
+        .await;
+        crate::telemetry::metrics::publish(msgs.len(), started.elapsed());
+        acked
     }
 
     /// Finds what the server holds for this append: the same events right after
@@ -393,9 +396,11 @@ impl EventStore {
 
     pub(crate) fn count_appends(&self, n: u64) {
         self.inner.counters.appends.fetch_add(n, Ordering::Relaxed);
+        crate::telemetry::metrics::appends(n);
     }
 
     pub(crate) fn count_split(&self) {
+        crate::telemetry::metrics::group_commit_split();
         self.inner
             .counters
             .split_batches

@@ -794,6 +794,32 @@ impl Request {
     pub async fn respond_with_headers(
         &self,
         response: Result<Bytes, error::Error>,
+        headers: HeaderMap,
+    ) -> Result<(), PublishError> {
+        match response {
+            Ok(payload) => self.send_response(payload, None, headers).await,
+            Err(err) => self.send_response(Bytes::new(), Some(err), headers).await,
+        }
+    }
+
+    /// Sends an error response whose body describes the error to the caller (a JSON
+    /// document, say). Like an `Err` given to
+    /// [`respond_with_headers`](Self::respond_with_headers), it sets the
+    /// [Nats-Service-Error][NATS_SERVICE_ERROR] headers and counts in the endpoint's
+    /// `errors` and `last_error` of `$SRV.STATS`.
+    pub async fn respond_error_with_body(
+        &self,
+        err: error::Error,
+        headers: HeaderMap,
+        payload: Bytes,
+    ) -> Result<(), PublishError> {
+        self.send_response(payload, Some(err), headers).await
+    }
+
+    async fn send_response(
+        &self,
+        payload: Bytes,
+        err: Option<error::Error>,
         mut headers: HeaderMap,
     ) -> Result<(), PublishError> {
         let reply = match self.message.reply.clone() {
@@ -805,8 +831,8 @@ impl Request {
             }
             Some(subject) => subject,
         };
-        let result = match response {
-            Ok(payload) => {
+        let result = match err {
+            None => {
                 if headers.is_empty() {
                     self.client.publish(reply, payload).await
                 } else {
@@ -815,7 +841,7 @@ impl Request {
                         .await
                 }
             }
-            Err(err) => {
+            Some(err) => {
                 self.stats
                     .lock()
                     .unwrap()
@@ -829,7 +855,7 @@ impl Request {
                 headers.insert(NATS_SERVICE_ERROR, err.status.as_str());
                 headers.insert(NATS_SERVICE_ERROR_CODE, err.code.to_string().as_str());
                 self.client
-                    .publish_with_headers(reply, headers, "".into())
+                    .publish_with_headers(reply, headers, payload)
                     .await
             }
         };

@@ -1,0 +1,314 @@
+//! What an operator watches: each process's Prometheus metrics, `/healthz` and
+//! `/readyz`, and the node's `$SRV.STATS`.
+
+mod support;
+
+use jetsource::testing::{free_port, http_get, TestServer};
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+use support::wait_for_nodes;
+
+/// Polls `GET addr/path` until `check` holds on (status, body), or panics after 20 s.
+async fn wait_http(addr: &str, path: &str, check: impl Fn(u16, &str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let last = http_get(addr, path).await;
+        if let Ok((status, body)) = &last {
+            if check(*status, body) {
+                return body.clone();
+            }
+        }
+        assert!(Instant::now() < deadline, "{addr}{path}: {last:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The value of the sample `name{labels}` in a Prometheus text page (labels as
+/// rendered, e.g. `aggregate="person",command="Register",status="200"`).
+fn sample(page: &str, series: &str) -> Option<f64> {
+    page.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+async fn send(client: &async_nats::Client, subject: &str, body: Value) -> Value {
+    let reply = client
+        .request(
+            subject.to_string(),
+            serde_json::to_vec(&body).unwrap().into(),
+        )
+        .await
+        .unwrap();
+    serde_json::from_slice(&reply.payload).unwrap_or(Value::Null)
+}
+
+#[tokio::test]
+async fn every_process_exports_metrics_and_health_and_srv_stats_counts_errors() {
+    let server = TestServer::start();
+    let client = jetsource::connect(&server.url()).await.unwrap();
+    let addr = |port: u16| format!("127.0.0.1:{port}");
+    let (node_at, project_at, saga_at) = (addr(free_port()), addr(free_port()), addr(free_port()));
+    let _node = support::start(&server.url(), &["node", "--metrics-addr", &node_at]);
+    let _project = support::start(
+        &server.url(),
+        &["project", "person_directory", "--metrics-addr", &project_at],
+    );
+    let _saga = support::start(
+        &server.url(),
+        &["saga", "hiring", "--metrics-addr", &saga_at],
+    );
+    wait_for_nodes(&client, 1).await;
+    for at in [&node_at, &project_at, &saga_at] {
+        wait_http(at, "/readyz", |status, _| status == 200).await;
+        let (status, body) = http_get(at, "/healthz").await.unwrap();
+        assert_eq!(status, 200, "{body}");
+    }
+
+    let ada = json!({"id": "ada", "name": "Ada", "email": "ada@example.org"});
+    assert_eq!(
+        send(&client, "cmd.person.Register", ada.clone()).await["status"],
+        "accepted"
+    );
+    assert_eq!(
+        send(&client, "cmd.person.Register", ada).await["error"]["code"],
+        "already_registered"
+    );
+    let reply = client
+        .request("cmd.person.Register", "not json".into())
+        .await
+        .unwrap();
+    assert!(
+        reply.headers.is_some(),
+        "a rejection carries the service error headers"
+    );
+    send(
+        &client,
+        "cmd.organization.Register",
+        json!({"id": "acme", "name": "Acme"}),
+    )
+    .await;
+    send(
+        &client,
+        "cmd.organization.OpenPosition",
+        json!({"id": "acme", "position_id": "eng", "title": "Engineer"}),
+    )
+    .await;
+    let offer = json!({"id": "acme", "position_id": "eng", "person_id": "ada", "offer_id": "o1", "expires_at": "2099-01-01T00:00:00Z"});
+    assert_eq!(
+        send(&client, "cmd.organization.ExtendOffer", offer).await["status"],
+        "accepted"
+    );
+
+    // The node: commands by aggregate, command and status, with latencies.
+    let page = wait_http(&node_at, "/metrics", |_, page| {
+        page.contains(
+            "jetsource_commands_total{aggregate=\"person\",command=\"Register\",status=\"400\"}",
+        )
+    })
+    .await;
+    let ok = r#"jetsource_commands_total{aggregate="person",command="Register",status="200"}"#;
+    let conflict =
+        r#"jetsource_commands_total{aggregate="person",command="Register",status="409"}"#;
+    assert_eq!(sample(&page, ok), Some(1.0), "{page}");
+    assert_eq!(sample(&page, conflict), Some(1.0), "{page}");
+    assert!(
+        page.contains(
+            "jetsource_command_duration_seconds_bucket{aggregate=\"person\",command=\"Register\""
+        ),
+        "{page}"
+    );
+    assert!(
+        sample(&page, "jetsource_appends_total").is_some_and(|n| n >= 4.0),
+        "{page}"
+    );
+    assert!(
+        page.contains("jetsource_append_publish_seconds_count"),
+        "{page}"
+    );
+
+    // $SRV.STATS counts the rejections as errors.
+    let stats = jetsource::node::service_replies(&client, "STATS", Duration::from_millis(500))
+        .await
+        .unwrap();
+    let stats: Value = serde_json::from_slice(&stats[0]).unwrap();
+    let register = stats["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["subject"] == "cmd.person.Register")
+        .unwrap();
+    assert_eq!(register["num_requests"], 3, "{register}");
+    assert_eq!(register["num_errors"], 2, "{register}");
+
+    // The projection: active, events applied, its lag and checkpoint.
+    let page = wait_http(&project_at, "/metrics", |_, page| {
+        page.contains("jetsource_consumer_lag_events{consumer=\"proj_person_directory\"} 0")
+    })
+    .await;
+    assert_eq!(
+        sample(
+            &page,
+            r#"jetsource_consumer_active{consumer="proj_person_directory"}"#
+        ),
+        Some(1.0),
+        "{page}"
+    );
+    assert!(
+        sample(
+            &page,
+            r#"jetsource_consumer_events_applied_total{consumer="proj_person_directory"}"#
+        )
+        .is_some_and(|n| n >= 1.0),
+        "{page}"
+    );
+    assert!(
+        sample(
+            &page,
+            r#"jetsource_consumer_checkpoint{consumer="proj_person_directory"}"#
+        )
+        .is_some_and(|n| n >= 5.0),
+        "{page}"
+    );
+
+    // The saga: active, and its instance counted by stage with its deadline.
+    let page = wait_http(&saga_at, "/metrics", |_, page| {
+        page.contains(r#"jetsource_saga_instances{saga="hiring",stage="recorded"} 1"#)
+    })
+    .await;
+    assert_eq!(
+        sample(
+            &page,
+            r#"jetsource_consumer_active{consumer="saga_hiring"}"#
+        ),
+        Some(1.0),
+        "{page}"
+    );
+    assert_eq!(
+        sample(&page, r#"jetsource_saga_pending_deadlines{saga="hiring"}"#),
+        Some(1.0),
+        "{page}"
+    );
+
+    // Without its server a process is alive but not ready.
+    drop(server);
+    wait_http(&node_at, "/readyz", |status, body| {
+        status == 503 && body.contains("\"nats_connected\":false")
+    })
+    .await;
+    let (status, _) = http_get(&node_at, "/healthz").await.unwrap();
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn a_standby_instance_is_ready_and_says_so() {
+    let server = TestServer::start();
+    let (first_at, second_at) = (
+        format!("127.0.0.1:{}", free_port()),
+        format!("127.0.0.1:{}", free_port()),
+    );
+    let _first = support::start(
+        &server.url(),
+        &["project", "person_directory", "--metrics-addr", &first_at],
+    );
+    wait_http(&first_at, "/readyz", |status, body| {
+        status == 200 && body.contains("\"active\"")
+    })
+    .await;
+    let _second = support::start(
+        &server.url(),
+        &["project", "person_directory", "--metrics-addr", &second_at],
+    );
+    let body = wait_http(&second_at, "/readyz", |status, _| status == 200).await;
+    assert!(body.contains("\"role\":\"standby\""), "{body}");
+    let page = wait_http(&second_at, "/metrics", |_, page| {
+        page.contains("jetsource_consumer_active")
+    })
+    .await;
+    assert_eq!(
+        sample(
+            &page,
+            r#"jetsource_consumer_active{consumer="proj_person_directory"}"#
+        ),
+        Some(0.0),
+        "{page}"
+    );
+}
+
+/// `jetsource status <args…>`: its exit code and stdout.
+fn status(url: &str, args: &[&str]) -> (i32, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_jetsource"))
+        .arg("status")
+        .args(args)
+        .args(["--nats-url", url])
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn status_check_fails_once_no_instance_runs_a_projection() {
+    let server = TestServer::start();
+    let client = jetsource::connect(&server.url()).await.unwrap();
+    let _node = support::start(&server.url(), &["node"]);
+    wait_for_nodes(&client, 1).await;
+    let ada = json!({"id": "ada", "name": "Ada", "email": "ada@example.org"});
+    assert_eq!(
+        send(&client, "cmd.person.Register", ada).await["status"],
+        "accepted"
+    );
+    let mut project = support::start(&server.url(), &["project", "person_directory"]);
+
+    // Healthy: one node, the projection active and caught up.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let report: Value = loop {
+        let (code, out) = status(&server.url(), &["--check", "--json"]);
+        if code == 0 {
+            break serde_json::from_str(&out).unwrap();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "status --check stayed at {code}: {out}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(report["stream"]["name"], "EVENTS", "{report}");
+    assert_eq!(report["stream"]["last_seq"], 1, "{report}");
+    assert_eq!(report["nodes"].as_array().unwrap().len(), 1, "{report}");
+    let directory = &report["consumers"][0];
+    assert_eq!(directory["consumer"], "proj_person_directory", "{report}");
+    assert_eq!(directory["checkpoint"], 1, "{report}");
+    assert_eq!(directory["lag_events"], 0, "{report}");
+    assert_eq!(directory["parked"], 0, "{report}");
+    assert!(directory["active"].is_string(), "{report}");
+    assert!(
+        report["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["ok"] == true),
+        "{report}"
+    );
+
+    // kill -9: once its lease expires, nothing runs the projection.
+    project.kill();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let out = loop {
+        let (code, out) = status(&server.url(), &["--check"]);
+        if code == 2 {
+            break out;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "status --check stayed at {code}: {out}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(
+        out.contains("CRITICAL no instance of proj_person_directory holds its lease"),
+        "{out}"
+    );
+    // Without --check the same state is no failure.
+    assert_eq!(status(&server.url(), &[]).0, 0);
+}
