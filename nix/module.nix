@@ -27,12 +27,20 @@ let
   '';
   natsConfig = pkgs.writeText "jetsource-nats.conf" ''
     listen: ${cfg.nats.listen}
+    http: 127.0.0.1:${toString cfg.nats.monitorPort}
     jetstream {
       store_dir: "/var/lib/jetsource-nats"
       sync_interval: always
     }
     include ${accounts}
   '';
+
+  # Each process's metrics and health address: the nodes first, then the
+  # projections, then the sagas, from metrics.port on.
+  metricsArgs = index: lib.optionals cfg.metrics.enable
+    [ "--metrics-addr" "${cfg.metrics.address}:${toString (cfg.metrics.port + index)}" ];
+  projectionIndex = p: cfg.nodes + lib.lists.findFirstIndex (x: x == p) 0 cfg.projections;
+  sagaIndex = s: cfg.nodes + lib.length cfg.projections + lib.lists.findFirstIndex (x: x == s) 0 cfg.sagas;
 
   service = description: args: {
     inherit description;
@@ -47,6 +55,9 @@ let
       NATS_CREDS = toString cfg.credentialsFile;
     };
     serviceConfig = {
+      # Each process tells systemd itself when it serves, runs or stands by.
+      Type = "notify";
+      NotifyAccess = "main";
       EnvironmentFile = lib.optional (cfg.environmentFile != null) cfg.environmentFile;
       ExecStart = "${lib.getExe cfg.package} ${lib.escapeShellArgs args}";
       DynamicUser = true;
@@ -137,6 +148,30 @@ in
       description = "Run a local nats-server with JetStream, fsyncing every write, with the policy's accounts.";
     };
 
+    metrics.enable = mkOption {
+      type = types.bool;
+      default = true;
+      description = "Serve Prometheus metrics, /healthz and /readyz from every jetsource process.";
+    };
+
+    metrics.address = mkOption {
+      type = types.str;
+      default = "127.0.0.1";
+      description = "Address the metrics listen on.";
+    };
+
+    metrics.port = mkOption {
+      type = types.port;
+      default = 9464;
+      description = "Port of the first node's metrics; the other nodes, then the projections, then the sagas take the next ones.";
+    };
+
+    nats.monitorPort = mkOption {
+      type = types.port;
+      default = 8222;
+      description = "The local nats-server's monitoring port (on loopback).";
+    };
+
     nats.listen = mkOption {
       type = types.str;
       default = "127.0.0.1:4222";
@@ -173,15 +208,15 @@ in
       //
       lib.listToAttrs (lib.genList
         (i: lib.nameValuePair "jetsource-node-${toString i}"
-          (service "jetsource node ${toString i}" ([ "node" ] ++ cfg.nodeArgs)))
+          (service "jetsource node ${toString i}" ([ "node" ] ++ metricsArgs i ++ cfg.nodeArgs)))
         cfg.nodes)
       // lib.listToAttrs (map
         (p: lib.nameValuePair "jetsource-project-${p}"
-          (service "jetsource projection ${p}" [ "project" p ]))
+          (service "jetsource projection ${p}" ([ "project" p ] ++ metricsArgs (projectionIndex p))))
         cfg.projections)
       // lib.listToAttrs (map
         (s: lib.nameValuePair "jetsource-saga-${s}"
-          (service "jetsource saga ${s}" [ "saga" s ]))
+          (service "jetsource saga ${s}" ([ "saga" s ] ++ metricsArgs (sagaIndex s))))
         cfg.sagas);
   };
 }

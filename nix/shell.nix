@@ -11,7 +11,7 @@ pkgs.mkShell {
     cargo-nextest
     nats-server
     natscli
-    python3
+    (python3.withPackages (ps: [ ps.nats-py ]))  # hiring/examples/walkthrough.py
   ];
 
   shellHook = ''

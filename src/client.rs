@@ -105,6 +105,11 @@ pub struct CommandOptions {
     pub on_behalf_of: Option<String>,
     /// Only run if the aggregate is at this version.
     pub expected_version: Option<u64>,
+    /// The W3C trace context the command continues (`traceparent`), carried onto
+    /// its events.
+    pub traceparent: Option<String>,
+    /// The W3C `tracestate` sent with `traceparent`.
+    pub tracestate: Option<String>,
 }
 
 /// Sends commands and queries to the node.
@@ -200,6 +205,8 @@ impl Client {
             (headers::CAUSATION_ID, &options.causation_id),
             (headers::ACTOR, &options.actor),
             (headers::ON_BEHALF_OF, &options.on_behalf_of),
+            (headers::TRACEPARENT, &options.traceparent),
+            (headers::TRACESTATE, &options.tracestate),
         ];
         for (name, value) in pairs {
             if let Some(v) = value {

@@ -305,10 +305,24 @@ impl AppProcess {
     /// # Panics
     /// When the process cannot be started.
     pub fn start(exe: impl AsRef<std::ffi::OsStr>, url: &str, args: &[&str]) -> AppProcess {
+        AppProcess::start_with_env(exe, url, args, &[])
+    }
+
+    /// [`start`](Self::start) with environment variables set for the child.
+    ///
+    /// # Panics
+    /// When the process cannot be started.
+    pub fn start_with_env(
+        exe: impl AsRef<std::ffi::OsStr>,
+        url: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> AppProcess {
         let exe = exe.as_ref();
         let child = Command::new(exe)
             .args(args)
             .args(["--nats-url", url, "--log-level", "warn"])
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .spawn()
@@ -473,4 +487,108 @@ pub async fn http_get(addr: &str, path: &str) -> std::io::Result<(u16, String)> 
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| std::io::Error::other(format!("not an HTTP response: {head:?}")))?;
     Ok((status, body.to_string()))
+}
+
+/// One span an [`OtlpCollector`] received.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CollectedSpan {
+    /// The exporting process's `service.name`.
+    pub service: String,
+    /// The span's name.
+    pub name: String,
+    /// 32 hex digits.
+    pub trace_id: String,
+    /// 16 hex digits.
+    pub span_id: String,
+    /// 16 hex digits, empty for a root span.
+    pub parent_span_id: String,
+}
+
+/// A stand-in OpenTelemetry collector on loopback: takes OTLP/HTTP JSON
+/// (`OTEL_EXPORTER_OTLP_PROTOCOL=http/json`) on `/v1/traces` and keeps the spans.
+///
+/// ```no_run
+/// # async fn demo() {
+/// let collector = jetsource::testing::OtlpCollector::start().await;
+/// // start a process with --otlp-endpoint collector.endpoint() ...
+/// let spans = collector.spans();
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct OtlpCollector {
+    addr: std::net::SocketAddr,
+    spans: std::sync::Arc<std::sync::Mutex<Vec<CollectedSpan>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl OtlpCollector {
+    /// Listens on a free loopback port.
+    ///
+    /// # Panics
+    /// When no port can be bound.
+    pub async fn start() -> OtlpCollector {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a loopback port");
+        let addr = listener.local_addr().expect("its address");
+        let spans = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let kept = spans.clone();
+        let app = axum::Router::new().route(
+            "/v1/traces",
+            axum::routing::post(move |body: bytes::Bytes| async move {
+                if let Ok(export) = serde_json::from_slice::<serde_json::Value>(&body) {
+                    let mut kept = kept.lock().unwrap_or_else(|e| e.into_inner());
+                    kept.extend(collected(&export));
+                }
+                "{}"
+            }),
+        );
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        OtlpCollector { addr, spans, task }
+    }
+
+    /// The URL to give `--otlp-endpoint`.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Every span received so far.
+    pub fn spans(&self) -> Vec<CollectedSpan> {
+        self.spans.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+impl Drop for OtlpCollector {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The spans of one OTLP JSON export request.
+fn collected(export: &serde_json::Value) -> Vec<CollectedSpan> {
+    let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_string();
+    let mut out = Vec::new();
+    for resource in export["resourceSpans"].as_array().into_iter().flatten() {
+        let service = resource["resource"]["attributes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|a| a["key"] == "service.name")
+            .map(|a| text(&a["value"]["stringValue"]))
+            .unwrap_or_default();
+        for scope in resource["scopeSpans"].as_array().into_iter().flatten() {
+            for span in scope["spans"].as_array().into_iter().flatten() {
+                out.push(CollectedSpan {
+                    service: service.clone(),
+                    name: text(&span["name"]),
+                    trace_id: text(&span["traceId"]).to_lowercase(),
+                    span_id: text(&span["spanId"]).to_lowercase(),
+                    parent_span_id: text(&span["parentSpanId"]).to_lowercase(),
+                });
+            }
+        }
+    }
+    out
 }

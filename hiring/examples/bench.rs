@@ -1,6 +1,7 @@
 //! Write and read throughput of jetsource beside raw async-nats, in one run.
 //!
-//! Run: `cargo run --release --example bench` (add `-- --quick` for a short run).
+//! Run: `cargo run --release --example bench` (add `-- --quick` for a short run;
+//! `-- --telemetry` for the cost of metrics and tracing on the node).
 //! The end-to-end part runs the release `jetsource` binary as its own process and
 //! builds it first if it is missing.
 //! It starts its own nats-servers (one `fast`, one `safe` = `sync_interval: always`)
@@ -333,11 +334,15 @@ async fn timed_request(
     subject: &'static str,
     body: serde_json::Value,
     command_id: Option<String>,
+    traceparent: Option<String>,
 ) -> Duration {
     let t = Instant::now();
     let mut headers = async_nats::HeaderMap::new();
     if let Some(id) = &command_id {
         headers.insert("Jetsource-Command-Id", id.as_str());
+    }
+    if let Some(parent) = &traceparent {
+        headers.insert("traceparent", parent.as_str());
     }
     let reply = client
         .request_with_headers(subject, headers, serde_json::to_vec(&body).unwrap().into())
@@ -349,7 +354,9 @@ async fn timed_request(
 
 /// `clients` clients, each with `depth` requests in flight, send `per_aggregate`
 /// commands to each of their aggregates over request/reply to a node process:
-/// first `Register`, then `ChangeName`s; each with a command id if `with_ids`.
+/// first `Register`, then `ChangeName`s; each with a command id if `with_ids`
+/// and a W3C `traceparent` on every `traced_every`th (none for 0).
+#[allow(clippy::too_many_arguments)]
 async fn end_to_end(
     client: &async_nats::Client,
     run: &str,
@@ -358,6 +365,7 @@ async fn end_to_end(
     aggregates: usize,
     per_aggregate: usize,
     with_ids: bool,
+    traced_every: usize,
 ) -> Measured {
     let start = Instant::now();
     let tasks: Vec<_> = (0..clients)
@@ -378,7 +386,11 @@ async fn end_to_end(
                                 ("cmd.person.ChangeName", serde_json::json!({"id": id, "name": format!("Name {round}")}))
                             };
                             let command_id = with_ids.then(|| format!("{id}-{round}"));
-                            timed_request(client.clone(), subject, body, command_id)
+                            let traced = traced_every > 0 && (a + round) % traced_every == 0;
+                            let traceparent = traced.then(|| {
+                                format!("00-{:032x}-{:016x}-01", fastrand::u128(1..), fastrand::u64(1..))
+                            });
+                            timed_request(client.clone(), subject, body, command_id, traceparent)
                         })
                         .collect();
                     let done: Vec<Duration> = futures::stream::iter(requests).buffer_unordered(depth).collect().await;
@@ -699,8 +711,9 @@ async fn query_rows(people: usize) {
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 i += 1;
                 let body = serde_json::json!({"id": format!("mix-{i}"), "name": "M", "email": format!("m{i}@example.org")});
-                latencies
-                    .push(timed_request(client.clone(), "cmd.person.Register", body, None).await);
+                latencies.push(
+                    timed_request(client.clone(), "cmd.person.Register", body, None, None).await,
+                );
             }
             Measured {
                 ops: latencies.len(),
@@ -1014,6 +1027,7 @@ async fn node_rows(
         1000,
         per_agg,
         false,
+        0,
     )
     .await;
     println!(
@@ -1035,6 +1049,7 @@ async fn node_rows(
         1000,
         per_agg,
         true,
+        0,
     )
     .await;
     row(
@@ -1050,6 +1065,7 @@ async fn node_rows(
         1000,
         per_agg,
         false,
+        0,
     )
     .await;
     row("jetsource node: 16 clients x 8 in flight", &deep, raw);
@@ -1059,6 +1075,104 @@ async fn node_rows(
         peak_rss_mib(node.id())
     );
     node
+}
+
+/// The node's commands/s with metrics and tracing off, then on (metrics served
+/// and scraped every second, spans exported over OTLP to a collector in this
+/// process) with no command, one in ten and every command carrying a client's
+/// `traceparent`; rounds alternate so drift hits every setting alike.
+async fn telemetry_cost(
+    server: &TestServer,
+    store: &EventStore,
+    durability: Durability,
+    per_agg: usize,
+) {
+    let collector = jetsource::testing::OtlpCollector::start().await;
+    let metrics = format!("127.0.0.1:{}", jetsource::testing::free_port());
+    let settings: [(&str, bool, usize); 4] = [
+        ("node, metrics and tracing off", false, 0),
+        ("on, no command traced", true, 0),
+        ("on, 1 in 10 commands traced", true, 10),
+        ("on, every command traced", true, 1),
+    ];
+    let mut results = vec![Vec::new(); settings.len()];
+    for round in 0..3 {
+        for (i, (_, telemetry, traced_every)) in settings.iter().enumerate() {
+            let mut args = vec![
+                "node".to_string(),
+                "--nats-url".into(),
+                server.url(),
+                "--durability".into(),
+                durability.to_string(),
+                "--log-level".into(),
+                "warn".into(),
+            ];
+            if *telemetry {
+                args.extend([
+                    "--metrics-addr".into(),
+                    metrics.clone(),
+                    "--otlp-endpoint".into(),
+                    collector.endpoint(),
+                ]);
+            }
+            let mut node = std::process::Command::new(node_binary())
+                .args(&args)
+                .env("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")
+                .spawn()
+                .expect("start the node");
+            wait_for_service(store.client()).await;
+            let cpu = cpu_seconds(node.id());
+            let scraping = telemetry.then(|| {
+                let metrics = metrics.clone();
+                tokio::spawn(async move {
+                    loop {
+                        let _ = jetsource::testing::http_get(&metrics, "/metrics").await;
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                })
+            });
+            let run = format!("tel-{durability}-{round}-{i}");
+            let m = end_to_end(
+                store.client(),
+                &run,
+                16,
+                1,
+                1000,
+                per_agg,
+                false,
+                *traced_every,
+            )
+            .await;
+            let cpu_us = (cpu_seconds(node.id()) - cpu) * 1e6 / m.ops as f64;
+            if let Some(task) = scraping {
+                task.abort();
+            }
+            let _ = node.kill();
+            let _ = node.wait();
+            // Let the node's departure reach the server before the next one joins.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            results[i].push((m.rate(), cpu_us));
+        }
+    }
+    let mean =
+        |v: &[(f64, f64)], f: fn(&(f64, f64)) -> f64| v.iter().map(f).sum::<f64>() / v.len() as f64;
+    let off = mean(&results[0], |x| x.0);
+    for ((name, _, _), rounds) in settings.iter().zip(&results) {
+        let rate = mean(rounds, |x| x.0);
+        println!(
+            "  {:<44} {:>7.0} cmd/s {:>6.1}% of off  node {:.0} us/cmd  (rounds: {})",
+            name,
+            rate,
+            rate / off * 100.0,
+            mean(rounds, |x| x.1),
+            rounds
+                .iter()
+                .map(|x| format!("{:.0}", x.0))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    println!("  {:<44} {} spans exported", "", collector.spans().len());
 }
 
 #[tokio::main]
@@ -1091,6 +1205,10 @@ async fn main() {
         };
         let store = EventStore::open(client, config).await.unwrap();
         println!("\n== durability {durability} ==");
+        if std::env::args().any(|a| a == "--telemetry") {
+            telemetry_cost(&server, &store, durability, per_agg).await;
+            continue;
+        }
         if node_only {
             let mut node = node_rows(&server, &store, durability, per_agg, None).await;
             let _ = node.kill();

@@ -108,7 +108,9 @@ impl Projection for PersonDirectory {
                 row["employer"] = Value::Null;
                 row
             }
-            _ => return Ok(()),
+            // Offers change nothing shown here, but the row says which version of
+            // the person it reflects, so a client can send it as the expected version.
+            _ => person(view, id)?,
         };
         row["version"] = json!(event.version);
         view.put(&key, row);

@@ -85,7 +85,8 @@ impl Projection for OrganizationsView {
                     p.remove("person_id");
                 }
             }
-            OfferExtended { .. } | OfferWithdrawn { .. } | OfferExpired { .. } => return Ok(()),
+            // Nothing shown changes, but the row's version follows the aggregate's.
+            OfferExtended { .. } | OfferWithdrawn { .. } | OfferExpired { .. } => {}
         }
         row["version"] = json!(event.version);
         view.put(&key, row);

@@ -58,6 +58,8 @@ fn every_event_header_is_in_the_catalog_and_back() {
         headers::ON_BEHALF_OF,
         headers::COMMAND_ID,
         meta.as_str(),
+        headers::TRACEPARENT,
+        headers::TRACESTATE,
         headers::CONTENT_TYPE,
         headers::NATS_MSG_ID,
         headers::NATS_EXPECTED_LAST_SUBJECT_SEQ,

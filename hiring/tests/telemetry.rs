@@ -312,3 +312,272 @@ async fn status_check_fails_once_no_instance_runs_a_projection() {
     // Without --check the same state is no failure.
     assert_eq!(status(&server.url(), &[]).0, 0);
 }
+
+/// Sends `body` to `subject` with `headers`; the reply as JSON.
+async fn send_with(
+    client: &async_nats::Client,
+    subject: &str,
+    body: Value,
+    headers: &[(&str, &str)],
+) -> Value {
+    let mut h = async_nats::HeaderMap::new();
+    for (name, value) in headers {
+        h.insert(*name, *value);
+    }
+    let reply = client
+        .request_with_headers(
+            subject.to_string(),
+            h,
+            serde_json::to_vec(&body).unwrap().into(),
+        )
+        .await
+        .unwrap();
+    serde_json::from_slice(&reply.payload).unwrap_or(Value::Null)
+}
+
+const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+
+#[tokio::test]
+async fn one_trace_follows_a_hire_from_the_first_command_to_the_employment() {
+    let server = TestServer::start();
+    let client = jetsource::connect(&server.url()).await.unwrap();
+    let collector = jetsource::testing::OtlpCollector::start().await;
+    let endpoint = collector.endpoint();
+    let env = [
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+    ];
+    let exe = env!("CARGO_BIN_EXE_jetsource");
+    let start = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["--otlp-endpoint", &endpoint]);
+        jetsource::testing::AppProcess::start_with_env(exe, &server.url(), &all, &env)
+    };
+    let _node = start(&["node"]);
+    let _offers = start(&["project", "offers"]);
+    let _saga = start(&["saga", "hiring"]);
+    wait_for_nodes(&client, 1).await;
+    send(
+        &client,
+        "cmd.organization.Register",
+        json!({"id": "acme", "name": "Acme"}),
+    )
+    .await;
+    send(
+        &client,
+        "cmd.organization.OpenPosition",
+        json!({"id": "acme", "position_id": "eng", "title": "Engineer"}),
+    )
+    .await;
+    send(
+        &client,
+        "cmd.person.Register",
+        json!({"id": "ada", "name": "Ada", "email": "ada@example.org"}),
+    )
+    .await;
+
+    // The client's trace: one span per step of its flow, both in trace TRACE.
+    let offer = json!({"id": "acme", "position_id": "eng", "person_id": "ada", "offer_id": "o1", "expires_at": "2099-01-01T00:00:00Z"});
+    let extend = format!("00-{TRACE}-00f067aa0ba90201-01");
+    let reply = send_with(
+        &client,
+        "cmd.organization.ExtendOffer",
+        offer,
+        &[("traceparent", &extend), ("tracestate", "client=1")],
+    )
+    .await;
+    assert_eq!(reply["status"], "accepted", "{reply}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let reply = send_with(
+            &client,
+            "cmd.person.AcceptOffer",
+            json!({"id": "ada", "offer_id": "o1"}),
+            &[("traceparent", &format!("00-{TRACE}-00f067aa0ba90202-01"))],
+        )
+        .await;
+        if reply["status"] == "accepted" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the offer never reached ada: {reply}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // The employment's event carries the trace on.
+    let store = support::open_store(&server).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let employed = loop {
+        let events = store.read_aggregate("person", "ada", 0).await.unwrap();
+        if let Some(e) = events.iter().find(|e| e.event_type == "EmploymentStarted") {
+            break e.clone();
+        }
+        assert!(Instant::now() < deadline, "ada was never employed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let traceparent = employed.metadata.traceparent.clone().unwrap_or_default();
+    assert!(
+        traceparent.starts_with(&format!("00-{TRACE}-")),
+        "{traceparent:?}"
+    );
+    assert_eq!(
+        employed.metadata.tracestate.as_deref(),
+        None,
+        "the accept sent no tracestate"
+    );
+
+    let org = store
+        .read_aggregate("organization", "acme", 0)
+        .await
+        .unwrap();
+    let extended = org
+        .iter()
+        .find(|e| e.event_type == "OfferExtended")
+        .unwrap();
+    assert_eq!(extended.metadata.tracestate.as_deref(), Some("client=1"));
+
+    // Every process exported its part of that one trace, each span parented on the
+    // span the work came from.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let spans: Vec<_> = collector
+            .spans()
+            .into_iter()
+            .filter(|s| s.trace_id == TRACE)
+            .collect();
+        let ids: std::collections::HashSet<&str> =
+            spans.iter().map(|s| s.span_id.as_str()).collect();
+        let client_spans = ["00f067aa0ba90201", "00f067aa0ba90202"];
+        let orphans = spans.iter().filter(|s| {
+            !ids.contains(s.parent_span_id.as_str())
+                && !client_spans.contains(&s.parent_span_id.as_str())
+        });
+        // Node spans whose parent is a saga span: the commands the saga sent
+        // (RecordOffer, Hire, StartEmployment).
+        let saga_commands = spans
+            .iter()
+            .filter(|s| s.service == "jetsource node")
+            .filter(|s| {
+                spans
+                    .iter()
+                    .any(|p| p.span_id == s.parent_span_id && p.service == "jetsource saga hiring")
+            })
+            .count();
+        let projected = spans
+            .iter()
+            .filter(|s| s.service == "jetsource project offers")
+            .count();
+        if saga_commands >= 3 && projected >= 2 && orphans.count() == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "spans of trace {TRACE} so far: {spans:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn custom_metadata_headers_reach_the_events_and_bad_trace_headers_are_refused() {
+    let server = TestServer::start();
+    let (client, store, _node) = support::reference_node(&server, Default::default()).await;
+    let ada = json!({"id": "ada", "name": "Ada", "email": "ada@example.org"});
+    let reply = send_with(
+        &client,
+        "cmd.person.Register",
+        ada,
+        &[
+            ("Jetsource-Meta-Source", "web"),
+            ("Jetsource-Meta-Campaign", "spring"),
+        ],
+    )
+    .await;
+    assert_eq!(reply["status"], "accepted", "{reply}");
+    let events = store.read_aggregate("person", "ada", 0).await.unwrap();
+    let custom = &events[0].metadata.custom;
+    assert_eq!(
+        custom.get("Source").map(String::as_str),
+        Some("web"),
+        "{custom:?}"
+    );
+    assert_eq!(
+        custom.get("Campaign").map(String::as_str),
+        Some("spring"),
+        "{custom:?}"
+    );
+
+    let bob = json!({"id": "bob", "name": "Bob", "email": "bob@example.org"});
+    let bad = [
+        ("traceparent", "00-not-a-trace-01"),
+        (
+            "traceparent",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+        ),
+        ("Jetsource-Meta-Bad.Key", "x"),
+    ];
+    for (name, value) in bad {
+        let reply = send_with(
+            &client,
+            "cmd.person.Register",
+            bob.clone(),
+            &[(name, value)],
+        )
+        .await;
+        assert_eq!(
+            reply["error"]["code"], "invalid_header",
+            "{name}: {value}: {reply}"
+        );
+        let message = reply["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(name), "{message}");
+    }
+    let many: Vec<(String, String)> = (0..17)
+        .map(|i| (format!("Jetsource-Meta-K{i}"), "v".to_string()))
+        .collect();
+    let many: Vec<(&str, &str)> = many.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let reply = send_with(&client, "cmd.person.Register", bob, &many).await;
+    assert_eq!(reply["error"]["code"], "invalid_header", "{reply}");
+}
+
+#[tokio::test]
+async fn json_logs_are_one_object_per_line() {
+    use std::io::BufRead;
+    let server = TestServer::start();
+    let mut node = std::process::Command::new(env!("CARGO_BIN_EXE_jetsource"))
+        .args([
+            "node",
+            "--log-format",
+            "json",
+            "--log-level",
+            "info",
+            "-s",
+            &server.url(),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = std::io::BufReader::new(node.stderr.take().unwrap());
+    let mut seen = Vec::new();
+    for line in stderr.lines() {
+        let line = line.unwrap();
+        let entry: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(
+            entry["timestamp"].is_string() && entry["level"].is_string(),
+            "{entry}"
+        );
+        let message = entry["fields"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        seen.push(message.clone());
+        if message == "jetsource node ready" {
+            break;
+        }
+    }
+    let _ = node.kill();
+    let _ = node.wait();
+    assert!(seen.iter().any(|m| m == "node serving"), "{seen:?}");
+}

@@ -694,3 +694,60 @@ async fn one_message_disconnects_the_node() {
     .await;
     assert!(answered.iter().all(|s| *s == Some(404)), "{answered:?}");
 }
+
+/// Regression: the directory skipped offer events, so a person's row said
+/// `version: 1` while the person was at 3, and a client that sent the row's version
+/// as `Jetsource-Expected-Version` got a conflict.
+#[tokio::test]
+async fn a_person_row_says_which_version_of_the_person_it_reflects() {
+    let server = TestServer::start();
+    let (client, store, _node) = node(&server, Duration::from_secs(5)).await;
+    let runner = ProjectionRunner::new(
+        store.clone(),
+        PersonDirectory,
+        RunnerConfig {
+            idle_wait: Duration::from_millis(50),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let (_stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(runner.run(stopped));
+    ask(
+        &client,
+        "cmd.person.Register",
+        json!({"id": "ada", "name": "Ada", "email": "ada@example.org"}),
+        None,
+    )
+    .await;
+    let offer = json!({"id": "ada", "offer_id": "o1", "organization_id": "acme", "position_id": "eng", "expires_at": "2099-01-01T00:00:00Z"});
+    let (ack, _) = ask(&client, "cmd.person.RecordOffer", offer, None).await;
+    assert_eq!(ack["version"], 2, "{ack}");
+    let (row, code) = ask(
+        &client,
+        "qry.person.get",
+        json!({"id": "ada"}),
+        ack["seq"].as_u64(),
+    )
+    .await;
+    assert_eq!(code, None, "{row}");
+    assert_eq!(row["version"], 2, "{row}");
+
+    // The row's version is the one to expect.
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        "Jetsource-Expected-Version",
+        row["version"].to_string().as_str(),
+    );
+    let reply = client
+        .request_with_headers(
+            "cmd.person.ChangeName",
+            headers,
+            r#"{"id":"ada","name":"Ada L."}"#.into(),
+        )
+        .await
+        .unwrap();
+    let reply: Value = serde_json::from_slice(&reply.payload).unwrap();
+    assert_eq!(reply["status"], "accepted", "{reply}");
+}

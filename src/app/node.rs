@@ -45,7 +45,7 @@ pub(crate) struct Args {
 }
 
 pub(super) async fn run(app: &super::App, args: Args) -> Result<Outcome> {
-    args.telemetry.init_logging()?;
+    args.telemetry.init_logging("jetsource node")?;
     let policy = match &args.policy {
         Some(path) => Some(std::sync::Arc::new(Policy::load(path)?)),
         None => {

@@ -42,7 +42,9 @@ impl Args {
 /// its lease while active and stands by otherwise; `--rebuild` builds the next
 /// version and exits.
 pub(super) async fn project<P: Projection>(make: impl Fn() -> P, args: Args) -> Result<Outcome> {
-    args.standby.telemetry.init_logging()?;
+    args.standby
+        .telemetry
+        .init_logging(&format!("jetsource project {}", args.name))?;
     let store = args
         .connection
         .open_store(&format!("jetsource project {}", args.name))

@@ -30,7 +30,9 @@ impl Args {
 
 /// Runs `saga` as a process: holds its lease while active, stands by otherwise.
 pub(super) async fn run<S: Saga + Clone>(saga: S, args: Args) -> Result<Outcome> {
-    args.standby.telemetry.init_logging()?;
+    args.standby
+        .telemetry
+        .init_logging(&format!("jetsource saga {}", args.name))?;
     let title = format!("jetsource saga {}", args.name);
     let store = args.connection.open_store(&title).await?;
     let telemetry = args.standby.telemetry.start("saga", store.client()).await?;

@@ -21,7 +21,16 @@ pub(crate) struct Telemetry {
     /// `text` for people, `json` (one object per line) for log collectors.
     #[arg(long, env = "JETSOURCE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// Export trace spans over OTLP/HTTP to this collector, e.g.
+    /// `http://127.0.0.1:4318` (`/v1/traces` is appended). Protobuf, or JSON with
+    /// OTEL_EXPORTER_OTLP_PROTOCOL=http/json; the batch delay is OTEL_BSP_SCHEDULE_DELAY.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    otlp_endpoint: Option<String>,
 }
+
+/// The OpenTelemetry tracer provider, when exporting: flushed on shutdown.
+static TRACER: std::sync::OnceLock<opentelemetry_sdk::trace::SdkTracerProvider> =
+    std::sync::OnceLock::new();
 
 /// How log lines look.
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,23 +61,42 @@ impl Drop for Refreshing {
 }
 
 impl Telemetry {
-    /// Logs to stderr through tracing, filtered by `RUST_LOG` or `--log-level`.
-    pub(crate) fn init_logging(&self) -> Result<()> {
+    /// Logs to stderr through tracing, filtered by `RUST_LOG` or `--log-level`,
+    /// and exports spans over OTLP when `--otlp-endpoint` is given, as service
+    /// `process` (`OTEL_SERVICE_NAME` overrides it).
+    pub(crate) fn init_logging(&self, process: &str) -> Result<()> {
+        use tracing_subscriber::layer::SubscriberExt;
+        use tracing_subscriber::util::SubscriberInitExt;
+        use tracing_subscriber::Layer;
         let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| self.log_level.clone());
         let filter = tracing_subscriber::EnvFilter::try_new(&filter)?;
-        let builder = tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_writer(std::io::stderr);
-        match self.log_format {
-            LogFormat::Text => builder
+        let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+        let fmt = match self.log_format {
+            LogFormat::Text => fmt
                 .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-                .init(),
-            LogFormat::Json => builder
+                .with_filter(filter)
+                .boxed(),
+            LogFormat::Json => fmt
                 .json()
                 .with_current_span(true)
                 .with_span_list(false)
-                .init(),
-        }
+                .with_filter(filter)
+                .boxed(),
+        };
+        // Only spans continuing a client's trace are exported (traces start at the
+        // client), whatever the log level: quiet logs, full traces.
+        let otel = match &self.otlp_endpoint {
+            Some(endpoint) => Some(
+                tracing_opentelemetry::layer()
+                    .with_tracer(tracer(endpoint, process)?)
+                    .with_filter(tracing_subscriber::filter::Targets::new().with_target(
+                        crate::telemetry::trace::TARGET,
+                        tracing_subscriber::filter::LevelFilter::INFO,
+                    )),
+            ),
+            None => None,
+        };
+        tracing_subscriber::registry().with(fmt).with(otel).init();
         Ok(())
     }
 
@@ -166,11 +194,50 @@ impl Running {
         })))
     }
 
-    /// The process is shutting down.
+    /// The process is shutting down: the spans not exported yet go out now.
     pub(crate) fn stopping(&self) {
         self.health.set_role(Role::Stopping);
         notify_systemd(sd_notify::NotifyState::Stopping);
+        if let Some(provider) = TRACER.get() {
+            if let Err(e) = provider.shutdown() {
+                tracing::warn!(error = %e, "flushing trace spans");
+            }
+        }
     }
+}
+
+/// An OTLP/HTTP exporter to `endpoint`, batched, for service `process`.
+fn tracer(endpoint: &str, process: &str) -> Result<opentelemetry_sdk::trace::SdkTracer> {
+    use opentelemetry::trace::TracerProvider;
+    use opentelemetry_otlp::{Protocol, WithExportConfig};
+    let endpoint = endpoint.trim_end_matches('/');
+    let endpoint = if endpoint.ends_with("/v1/traces") {
+        endpoint.to_string()
+    } else {
+        format!("{endpoint}/v1/traces")
+    };
+    let protocol = match std::env::var("OTEL_EXPORTER_OTLP_PROTOCOL").as_deref() {
+        Ok("http/json") => Protocol::HttpJson,
+        _ => Protocol::HttpBinary,
+    };
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_protocol(protocol)
+        .with_endpoint(endpoint.clone())
+        .build()
+        .map_err(|e| format!("the OTLP exporter to {endpoint}: {e}"))?;
+    let service = std::env::var("OTEL_SERVICE_NAME").unwrap_or_else(|_| process.to_string());
+    let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(
+            opentelemetry_sdk::Resource::builder()
+                .with_service_name(service)
+                .build(),
+        )
+        .build();
+    let tracer = provider.tracer("jetsource");
+    let _ = TRACER.set(provider);
+    Ok(tracer)
 }
 
 /// Tells systemd (a `Type=notify` unit) how the process is doing; nothing

@@ -1,9 +1,11 @@
 //! `up`: a local nats-server (found or provisioned; loopback; `safe` durability;
-//! data under the user's data dir) plus one node and every projection and saga of
-//! the app, each a child process (this same binary) logging to a file (appended
-//! to, never truncated). A child that dies is restarted with backoff and the cause
-//! printed; Ctrl-C stops them all, the server last. One `up` per data dir: a lock
-//! file refuses a second. `--demo` also runs the app's story and exits.
+//! its monitoring port open; data under the user's data dir) plus one node and
+//! every projection and saga of the app, each a child process (this same binary)
+//! with a metrics and health address, logging to a file (appended to, never
+//! truncated). It prints every address. A child that dies is restarted with
+//! backoff and the cause printed; Ctrl-C stops them all, the server last. One `up`
+//! per data dir: a lock file refuses a second. `--demo` also runs the app's story
+//! and exits.
 
 use super::{Outcome, Result};
 use crate::nats_server::{self, Durability};
@@ -18,6 +20,15 @@ pub(crate) struct Args {
     /// Client port of the server, on 127.0.0.1 (default 4222; with --demo a free one).
     #[arg(long)]
     port: Option<u16>,
+    /// The server's monitoring port (`/varz`, `/jsz`, ...), on 127.0.0.1 (default
+    /// 8222, or a free one when that is taken or with --demo).
+    #[arg(long)]
+    monitor_port: Option<u16>,
+    /// First port of the processes' metrics and health addresses on 127.0.0.1: the
+    /// node gets it, each projection and saga the next ones (a free one where taken;
+    /// with --demo all free ones).
+    #[arg(long, default_value_t = 9464)]
+    metrics_port: u16,
     /// Where the server keeps its data and every process its log (default
     /// `$XDG_DATA_HOME/jetsource` or `~/.local/share/jetsource`; with --demo a
     /// fresh temporary directory, removed afterwards).
@@ -52,6 +63,8 @@ struct Running {
     log: PathBuf,
     /// Restarts so far in a row (reset once the child has run for a minute).
     restarts: u32,
+    /// Its metrics and health address, if it serves one.
+    metrics: Option<String>,
     started: Instant,
 }
 
@@ -109,6 +122,14 @@ fn free_port() -> Result<u16> {
         .port())
 }
 
+/// `port` on 127.0.0.1 if it is free now, else any free one.
+fn port_or_free(port: u16) -> Result<u16> {
+    match std::net::TcpListener::bind(("127.0.0.1", port)) {
+        Ok(_) => Ok(port),
+        Err(_) => free_port(),
+    }
+}
+
 fn start_child(name: &str, program: &Path, args: &[String], log: &Path) -> Result<Child> {
     let log = fs::OpenOptions::new().create(true).append(true).open(log)?;
     Ok(Command::new(program)
@@ -131,6 +152,7 @@ fn spawn(name: &str, program: &Path, args: &[&str], logs: &Path) -> Result<Runni
         args,
         log,
         restarts: 0,
+        metrics: None,
         started: Instant::now(),
     })
 }
@@ -207,6 +229,17 @@ pub(super) async fn run(app: &super::App, args: Args) -> Result<Outcome> {
         nats_server::standalone_config("jetsource", port, &store_dir, Durability::Safe),
     )?;
     let conf_arg = conf.to_string_lossy().into_owned();
+    let monitor = if args.demo {
+        free_port()?
+    } else {
+        port_or_free(args.monitor_port.unwrap_or(8222))?
+    };
+    fs::OpenOptions::new()
+        .append(true)
+        .open(&conf)
+        .and_then(|mut f| {
+            std::io::Write::write_all(&mut f, format!("http: 127.0.0.1:{monitor}\n").as_bytes())
+        })?;
     // Children stop in reverse order of start: the server goes last.
     let mut running = vec![spawn(
         "nats-server",
@@ -217,11 +250,23 @@ pub(super) async fn run(app: &super::App, args: Args) -> Result<Outcome> {
     let client = connect_when_ready(&url, &mut running[0]).await?;
 
     let me = std::env::current_exe()?;
-    let mut with_url = |name: &str, args: &[&str]| -> Result<()> {
-        let mut all: Vec<&str> = args.to_vec();
+    let mut next_metrics = args.metrics_port;
+    let mut with_url = |name: &str, child_args: &[&str]| -> Result<()> {
+        let metrics = if args.demo {
+            free_port()?
+        } else {
+            let port = port_or_free(next_metrics)?;
+            next_metrics = port.saturating_add(1);
+            port
+        };
+        let metrics = format!("127.0.0.1:{metrics}");
+        let mut all: Vec<&str> = child_args.to_vec();
         // The children talk to this server only, whatever natscli context is selected.
         all.extend(["--server", url.as_str(), "--no-context"]);
-        running.push(spawn(name, &me, &all, &logs)?);
+        all.extend(["--metrics-addr", metrics.as_str()]);
+        let mut child = spawn(name, &me, &all, &logs)?;
+        child.metrics = Some(metrics);
+        running.push(child);
         Ok(())
     };
     with_url("node", &["node"])?;
@@ -240,9 +285,14 @@ pub(super) async fn run(app: &super::App, args: Args) -> Result<Outcome> {
          `node --policy dev/policy.toml` (README, Operations)"
     );
     println!("  nats-server   {url}   data {}", store_dir.display());
+    println!("  monitoring    http://127.0.0.1:{monitor}/   (/varz, /jsz, /connz)");
     for r in &running {
+        let metrics = match &r.metrics {
+            Some(addr) => format!("metrics http://{addr}/metrics  "),
+            None => String::new(),
+        };
         println!(
-            "  {:<26} pid {:<7} log {}",
+            "  {:<26} pid {:<7} {metrics}log {}",
             r.name,
             r.child.id(),
             r.log.display()

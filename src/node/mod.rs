@@ -18,10 +18,13 @@
 //! time (see [`Repository::execute`]).
 //! - `views`: the queries projections declare, served over their active version, with
 //!   `Jetsource-Min-Seq`.
+//! - `sagas`: `qry.sagas.get`, one saga instance, with `Jetsource-Min-Seq` on the
+//!   saga's checkpoint (how a client follows a saga's effect).
 
 mod registry;
 pub mod reply;
 pub mod request;
+mod sagas;
 mod views;
 
 pub use reply::{Ack, Rejection, Status};
@@ -32,6 +35,8 @@ use crate::projection::query::Queries;
 use crate::projection::Projection;
 use crate::repository::{Repository, RepositoryConfig};
 use crate::store::EventStore;
+use crate::telemetry::metrics::Requests;
+use crate::telemetry::trace::TraceContext;
 use async_nats::service::{self, ServiceExt};
 use bytes::Bytes;
 use futures::StreamExt;
@@ -340,6 +345,10 @@ impl Node {
                 routes.push((subject, Route::View(served.clone(), query)));
             }
         }
+        routes.push((
+            format!("{prefix}qry.sagas.get"),
+            Route::Saga(self.store.clone()),
+        ));
         let context = Arc::new(Context {
             config: self.config.clone(),
             queries: Semaphore::new(self.config.max_concurrent_queries.max(1)),
@@ -391,18 +400,19 @@ enum Route {
     Command(Arc<dyn Handler>, &'static str),
     Query(Arc<dyn Handler>, &'static str),
     View(Arc<views::Served>, &'static str),
+    Saga(EventStore),
     Status(EventStore),
 }
 
 impl Route {
-    /// Counts one answered request in the metrics.
-    fn record(&self, status: Option<Status>, took: Duration) {
-        use crate::telemetry::metrics;
+    /// The metrics of the endpoint serving this route.
+    fn metrics(&self) -> Requests {
         match self {
-            Route::Command(h, command) => metrics::command(h.aggregate(), command, status, took),
-            Route::Query(h, query) => metrics::query(h.aggregate(), query, status, took),
-            Route::View(served, query) => metrics::query(served.view, query, status, took),
-            Route::Status(_) => metrics::query("system", "status", status, took),
+            Route::Command(h, command) => Requests::command(h.aggregate(), command),
+            Route::Query(h, query) => Requests::query(h.aggregate(), query),
+            Route::View(served, query) => Requests::query(served.view, query),
+            Route::Saga(_) => Requests::query("sagas", "get"),
+            Route::Status(_) => Requests::query("system", "status"),
         }
     }
 }
@@ -454,6 +464,7 @@ async fn serve_endpoint(
     in_flight: Arc<Semaphore>,
     mut stop: watch::Receiver<bool>,
 ) {
+    let metrics = Arc::new(route.metrics());
     loop {
         let request = tokio::select! {
             r = endpoint.next() => match r { Some(r) => r, None => return },
@@ -467,27 +478,42 @@ async fn serve_endpoint(
         };
         let route = route.clone();
         let context = context.clone();
+        let metrics = metrics.clone();
         tokio::spawn(async move {
-            handle(&context, route, request).await;
+            handle(&context, route, &metrics, request).await;
             drop(permit);
         });
     }
 }
 
-async fn handle(context: &Context, route: Route, request: service::Request) {
+async fn handle(context: &Context, route: Route, metrics: &Requests, request: service::Request) {
     let started = std::time::Instant::now();
     let msg = &request.message;
-    let span = tracing::info_span!(
-        "request",
-        subject = %msg.subject,
-        correlation_id = tracing::field::Empty
-    );
+    // A traced request's span continues the caller's trace (under the target an
+    // exporter records), and the command's events carry it on.
+    let trace = request::trace_context(msg);
+    let span = match &trace {
+        Ok(Some(_)) => tracing::info_span!(
+            target: crate::telemetry::trace::TARGET,
+            "request",
+            subject = %msg.subject,
+            correlation_id = tracing::field::Empty
+        ),
+        _ => tracing::info_span!(
+            "request",
+            subject = %msg.subject,
+            correlation_id = tracing::field::Empty
+        ),
+    };
+    if let Ok(Some(trace)) = &trace {
+        trace.continue_in(&span);
+    }
     async {
-        let result = match authorize(context, &route, msg) {
-            Ok(caller) => answer(context, &route, &caller, msg).await,
-            Err(rejection) => Err(rejection),
+        let result = match (trace, authorize(context, &route, msg)) {
+            (Ok(trace), Ok(caller)) => answer(context, &route, &caller, msg, trace).await,
+            (Err(rejection), _) | (_, Err(rejection)) => Err(rejection),
         };
-        route.record(result.as_ref().err().map(|r| r.status), started.elapsed());
+        metrics.record(result.as_ref().err().map(|r| r.status), started.elapsed());
         let sent = match result {
             Ok(body) => {
                 tracing::debug!("accepted");
@@ -540,6 +566,10 @@ fn authorize(
             view: served.view,
             query,
         },
+        Route::Saga(_) => Action::Query {
+            view: "sagas",
+            query: "get",
+        },
         Route::Status(_) => Action::Query {
             view: "system",
             query: "status",
@@ -557,6 +587,7 @@ async fn answer(
     route: &Route,
     caller: &Caller,
     msg: &async_nats::Message,
+    trace: Option<TraceContext>,
 ) -> Result<Bytes, Rejection> {
     let _slot = match route {
         Route::Command(..) => None,
@@ -564,10 +595,18 @@ async fn answer(
     };
     match route {
         Route::Command(h, command) => {
-            command_reply(context, h.as_ref(), command, caller, msg).await
+            command_reply(context, h.as_ref(), command, caller, msg, trace).await
         }
         Route::Query(h, query) => query_reply(context, h.as_ref(), query, msg).await,
         Route::View(served, query) => view_reply(context, served, query, msg).await,
+        Route::Saga(store) => {
+            let fields = request::object(msg, context.config.max_body_bytes)?;
+            let min_seq = request::min_seq(msg)?;
+            let instance = sagas::get(store, &fields, min_seq, context.config.min_seq_wait).await?;
+            Ok(serde_json::to_vec(&instance)
+                .expect("a JSON value serializes")
+                .into())
+        }
         Route::Status(store) => crate::projection::status::consumers(store)
             .await
             .map(|c| {
@@ -601,6 +640,7 @@ async fn command_reply(
     command: &str,
     caller: &Caller,
     msg: &async_nats::Message,
+    trace: Option<TraceContext>,
 ) -> Result<Bytes, Rejection> {
     let client_id = request::client_command_id(msg)?;
     let body = request::body(msg, context.config.max_body_bytes)?;
@@ -608,7 +648,11 @@ async fn command_reply(
     // Only a client's own id can come back as a retry; a made-up one cannot.
     let may_be_retry = client_id.is_some();
     let command_id = client_id.unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
-    let metadata = request::metadata(msg, &command_id, caller, context.config.policy.as_deref())?;
+    let mut metadata =
+        request::metadata(msg, &command_id, caller, context.config.policy.as_deref())?;
+    if let Some(trace) = trace {
+        trace.onward(&tracing::Span::current()).write(&mut metadata);
+    }
     if let Some(correlation) = &metadata.correlation_id {
         tracing::Span::current().record("correlation_id", correlation.as_str());
     }

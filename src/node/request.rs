@@ -4,6 +4,7 @@ use super::reply::{Rejection, Status};
 use crate::policy::{Caller, Policy};
 use crate::store::headers;
 use crate::store::{Codec, Metadata};
+use crate::telemetry::trace::{self, TraceContext};
 use async_nats::Message;
 use serde_json::{Map, Value};
 
@@ -253,7 +254,9 @@ pub(crate) fn metadata(
         actor,
         on_behalf_of: on_behalf_of.map(str::to_string),
         command_id: Some(command_id.to_string()),
-        custom: Default::default(),
+        custom: custom_metadata(msg)?,
+        traceparent: None,
+        tracestate: None,
     })
 }
 
@@ -270,4 +273,68 @@ pub(crate) fn expected_version(msg: &Message) -> Result<Option<u64>, Rejection> 
             })
         })
         .transpose()
+}
+
+/// Most `Jetsource-Meta-*` headers one command may carry.
+const MAX_META_HEADERS: usize = 16;
+/// Longest `Jetsource-Meta-<key>` key.
+const MAX_META_KEY: usize = 64;
+/// Longest `Jetsource-Meta-<key>` value.
+const MAX_META_VALUE: usize = 256;
+
+/// The command's `Jetsource-Meta-<key>` headers: custom metadata copied onto its
+/// events. At most 16, keys of 1 to 64 `[A-Za-z0-9_-]`, values of text up to 256
+/// bytes; else 400 naming the header.
+pub(crate) fn custom_metadata(
+    msg: &Message,
+) -> Result<std::collections::BTreeMap<String, String>, Rejection> {
+    let mut custom = std::collections::BTreeMap::new();
+    let Some(h) = &msg.headers else {
+        return Ok(custom);
+    };
+    let malformed = |message: String| Rejection::new(Status::Malformed, "invalid_header", message);
+    for (name, _) in h.iter() {
+        let name: &str = name.as_ref();
+        let prefix = headers::META_PREFIX;
+        if name.len() < prefix.len() || !name[..prefix.len()].eq_ignore_ascii_case(prefix) {
+            continue;
+        }
+        let key = &name[prefix.len()..];
+        let key_ok = (1..=MAX_META_KEY).contains(&key.len())
+            && key
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'));
+        if !key_ok {
+            return Err(malformed(format!(
+                "header {name}: the key after {prefix} must be 1 to {MAX_META_KEY} of [A-Za-z0-9_-]"
+            )));
+        }
+        if custom.len() == MAX_META_HEADERS {
+            return Err(malformed(format!(
+                "more than {MAX_META_HEADERS} {prefix}* headers"
+            )));
+        }
+        let value = text(msg, name, MAX_META_VALUE)?.unwrap_or_default();
+        custom.insert(key.to_string(), value.to_string());
+    }
+    Ok(custom)
+}
+
+/// Longest `traceparent` read (version 00 is 55 bytes; later versions may add fields).
+const MAX_TRACEPARENT: usize = 128;
+
+/// The W3C trace context the request continues, if it sent one; a malformed
+/// `traceparent` or an overlong `tracestate` is a 400 naming it.
+pub(crate) fn trace_context(msg: &Message) -> Result<Option<TraceContext>, Rejection> {
+    let Some(parent) = text(msg, trace::TRACEPARENT, MAX_TRACEPARENT)? else {
+        return Ok(None);
+    };
+    let state = text(msg, trace::TRACESTATE, trace::MAX_TRACESTATE)?;
+    TraceContext::parse(parent, state).map(Some).map_err(|why| {
+        Rejection::new(
+            Status::Malformed,
+            "invalid_header",
+            format!("header {} {why}", trace::TRACEPARENT),
+        )
+    })
 }

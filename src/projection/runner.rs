@@ -398,6 +398,7 @@ impl<P: Projection> ProjectionRunner<P> {
     ) -> Result<(View, Option<Cut>), RunnerError> {
         // Room for the KV write's own headers.
         let max_row_bytes = self.store.max_payload().saturating_sub(1024);
+        let consumer = self.consumer_name();
         let mut loaded = HashMap::new();
         loop {
             let mut view = View {
@@ -413,7 +414,13 @@ impl<P: Projection> ProjectionRunner<P> {
                 }
                 view.begin(*seq);
                 let result = match event {
-                    Ok(event) => self.projection.apply(&mut view, event),
+                    Ok(event) => {
+                        let result = self.projection.apply(&mut view, event);
+                        if !matches!(result, Err(ApplyError::Missing(_))) {
+                            trace_applied(&consumer, event, &result);
+                        }
+                        result
+                    }
                     Err(reason) => Err(ApplyError::Failed(format!("unreadable event: {reason}"))),
                 };
                 let written = result.and_then(|()| {
@@ -550,5 +557,16 @@ impl<P: Projection> ProjectionRunner<P> {
         reason: &str,
     ) -> Result<(), RunnerError> {
         Ok(consumer::park(&self.store, &self.consumer_name(), m, seq, reason).await?)
+    }
+}
+
+/// Marks in the event's trace (if it has one) that `consumer` applied it: the
+/// pass that did not stop for rows to load, once per event and batch.
+fn trace_applied(consumer: &str, event: &RecordedEvent, result: &Result<(), ApplyError>) {
+    if let Some((span, _)) = crate::telemetry::trace::event_span(consumer, event) {
+        span.in_scope(|| match result {
+            Ok(()) => tracing::debug!("applied"),
+            Err(e) => tracing::warn!(error = %e, "not applied"),
+        });
     }
 }

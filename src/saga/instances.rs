@@ -66,6 +66,10 @@ pub struct Sent {
     pub command_id: String,
     /// `accepted seq 42` or `refused 409 position_not_open`.
     pub reply: String,
+    /// The stream sequence of the command's last event, when it was accepted:
+    /// what to wait for next (`Jetsource-Min-Seq` on `qry.sagas.get` or a view).
+    #[serde(default)]
+    pub seq: Option<u64>,
 }
 
 impl<S: Default> Instance<S> {

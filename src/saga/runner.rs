@@ -19,12 +19,14 @@ use super::{timers, Input, Reaction, Saga, SagaCommand, BUCKET};
 use crate::client::{Client, CommandOptions, SendErrorKind};
 use crate::consumer::{self, Checkpoint, JetStreamError, Superseded};
 use crate::store::{EventStore, RecordedEvent};
+use crate::telemetry::trace::TraceContext;
 use async_nats::jetstream::consumer::pull;
 use async_nats::jetstream::{self, kv, AckKind};
 use futures::StreamExt;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::Instrument;
 
 /// How a saga runner batches and retries.
 #[derive(Debug, Clone)]
@@ -117,6 +119,8 @@ enum Trigger {
 
 /// What the concurrent instance tasks share.
 struct Shared<G: Saga> {
+    /// `saga_<name>`.
+    consumer: String,
     store: EventStore,
     client: Client,
     saga: G,
@@ -183,6 +187,7 @@ impl<G: Saga> SagaRunner<G> {
         let meter = crate::telemetry::metrics::Consumer::new(&name);
         Ok(SagaRunner {
             shared: Arc::new(Shared {
+                consumer: name.clone(),
                 store,
                 client: client.with_timeout(config.command_timeout),
                 saga,
@@ -282,7 +287,13 @@ impl<G: Saga> SagaRunner<G> {
                     for i in indexes {
                         let (seq, event) = &events[i];
                         let event = event.clone().expect("grouped events are readable");
-                        match shared.handle(&key, Trigger::Event(Box::new(event))).await {
+                        let span = crate::telemetry::trace::event_span(&shared.consumer, &event)
+                            .map_or_else(tracing::Span::none, |(span, _)| span);
+                        let handled = shared
+                            .handle(&key, Trigger::Event(Box::new(event)))
+                            .instrument(span)
+                            .await;
+                        match handled {
                             Ok(()) => {}
                             Err(Failure::Poison(reason)) => {
                                 let name = consumer_name(&shared.saga);
@@ -473,11 +484,24 @@ impl<G: Saga> Shared<G> {
                 &mut set,
                 &mut cancel,
             );
+            // The commands go on in the trace of the event that caused them.
+            let trace = match &trigger {
+                Trigger::Event(e) => {
+                    TraceContext::of(&e.metadata).map(|t| t.onward(&tracing::Span::current()))
+                }
+                Trigger::Deadline { .. } => None,
+            };
             let mut rounds = 0;
             while let Some(command) = queue.pop_front() {
                 let command_id = command.command_id(self.saga.name(), instance);
                 let reply = self
-                    .send(&record, &command, &command_id, causation.clone())
+                    .send(
+                        &record,
+                        &command,
+                        &command_id,
+                        causation.clone(),
+                        trace.as_ref(),
+                    )
                     .await?;
                 let mut sent = Sent {
                     step: command.step.clone(),
@@ -489,10 +513,12 @@ impl<G: Saga> Shared<G> {
                     ),
                     command_id,
                     reply: String::new(),
+                    seq: None,
                 };
                 match reply {
                     Ok(seq) => {
                         sent.reply = format!("accepted seq {seq}");
+                        sent.seq = Some(seq);
                         entry.sent.push(sent);
                     }
                     Err((status, code, message)) => {
@@ -587,12 +613,15 @@ impl<G: Saga> Shared<G> {
         command: &SagaCommand,
         command_id: &str,
         causation_id: Option<String>,
+        trace: Option<&TraceContext>,
     ) -> Result<Result<u64, (u16, String, String)>, Failure> {
         let options = CommandOptions {
             command_id: Some(command_id.to_string()),
             correlation_id: record.correlation_id.clone(),
             causation_id,
             actor: Some(format!("saga:{}", self.saga.name())),
+            traceparent: trace.map(TraceContext::traceparent),
+            tracestate: trace.and_then(|t| t.tracestate().map(str::to_string)),
             ..Default::default()
         };
         let mut delay = Duration::from_millis(100);

@@ -29,6 +29,10 @@ pub mod headers {
     pub const ON_BEHALF_OF: &str = "Jetsource-On-Behalf-Of";
     /// The idempotency key of the command that produced the event.
     pub const COMMAND_ID: &str = "Jetsource-Command-Id";
+    /// W3C trace context of the work that produced the event.
+    pub const TRACEPARENT: &str = "traceparent";
+    /// W3C vendor trace state, carried with `traceparent`.
+    pub const TRACESTATE: &str = "tracestate";
     /// Prefix of user-defined metadata headers: `Jetsource-Meta-<key>`.
     pub const META_PREFIX: &str = "Jetsource-Meta-";
     /// The body's MIME type.
@@ -74,6 +78,12 @@ pub struct Metadata {
     /// Free-form metadata, stored as `Jetsource-Meta-<key>` headers. Keys are header
     /// tokens (letters, digits, `-`, `_`); values are single-line text.
     pub custom: BTreeMap<String, String>,
+    /// The W3C `traceparent` of the work that produced the event (see
+    /// [`telemetry::trace`](crate::telemetry::trace)): projections and sagas
+    /// continue its trace.
+    pub traceparent: Option<String>,
+    /// The W3C `tracestate` sent with `traceparent`.
+    pub tracestate: Option<String>,
 }
 
 impl Metadata {
@@ -102,6 +112,16 @@ impl Metadata {
         self.command_id = Some(v.into());
         self
     }
+    /// Sets the W3C trace context (`traceparent`, and `tracestate` if any).
+    pub fn with_trace(
+        mut self,
+        traceparent: impl Into<String>,
+        tracestate: Option<String>,
+    ) -> Self {
+        self.traceparent = Some(traceparent.into());
+        self.tracestate = tracestate;
+        self
+    }
     /// Adds one custom entry.
     pub fn with_custom(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.custom.insert(key.into(), value.into());
@@ -115,6 +135,8 @@ impl Metadata {
             (headers::ACTOR, &self.actor),
             (headers::ON_BEHALF_OF, &self.on_behalf_of),
             (headers::COMMAND_ID, &self.command_id),
+            (headers::TRACEPARENT, &self.traceparent),
+            (headers::TRACESTATE, &self.tracestate),
         ];
         for (name, value) in pairs {
             if let Some(v) = value {
@@ -144,6 +166,8 @@ impl Metadata {
             on_behalf_of: get(headers::ON_BEHALF_OF),
             command_id: get(headers::COMMAND_ID),
             custom,
+            traceparent: get(headers::TRACEPARENT),
+            tracestate: get(headers::TRACESTATE),
         }
     }
 }

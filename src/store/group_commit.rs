@@ -237,7 +237,7 @@ fn commit_jobs(mut jobs: Vec<Job>) -> futures::future::BoxFuture<'static, ()> {
         let store = jobs[0].store.clone();
         let msgs: Vec<_> = jobs.iter().flat_map(|j| j.prepared.msgs.iter()).collect();
         store.count_batch();
-        crate::telemetry::metrics::group_commit(jobs.len());
+        store.count_group_commit(jobs.len());
         let result = store.send(&msgs, None).await;
         let total = msgs.len() as u64;
         match result {

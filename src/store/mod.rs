@@ -112,6 +112,8 @@ struct Inner {
     mux: mux::ReplyMux,
     max_payload: usize,
     counters: Counters,
+    /// The same, as metrics (registered at open: install a recorder before).
+    metrics: crate::telemetry::metrics::Appends,
     /// Single-event appends published directly and not yet acknowledged.
     direct_in_flight: std::sync::atomic::AtomicUsize,
 }
@@ -169,6 +171,7 @@ impl EventStore {
             mux,
             max_payload,
             counters: Counters::default(),
+            metrics: crate::telemetry::metrics::Appends::new(),
             direct_in_flight: Default::default(),
             config,
         });
@@ -342,7 +345,7 @@ impl EventStore {
             self.inner.config.request_timeout,
         )
         .await;
-        crate::telemetry::metrics::publish(msgs.len(), started.elapsed());
+        self.inner.metrics.publish(msgs.len(), started.elapsed());
         acked
     }
 
@@ -396,11 +399,15 @@ impl EventStore {
 
     pub(crate) fn count_appends(&self, n: u64) {
         self.inner.counters.appends.fetch_add(n, Ordering::Relaxed);
-        crate::telemetry::metrics::appends(n);
+        self.inner.metrics.appends(n);
+    }
+
+    pub(crate) fn count_group_commit(&self, appends: usize) {
+        self.inner.metrics.group_commit(appends);
     }
 
     pub(crate) fn count_split(&self) {
-        crate::telemetry::metrics::group_commit_split();
+        self.inner.metrics.split();
         self.inner
             .counters
             .split_batches

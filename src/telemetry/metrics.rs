@@ -116,45 +116,63 @@ pub(super) fn describe() {
 }
 
 /// The `status` label: `200`, or the rejection's code.
-fn status_label(status: Option<crate::node::Status>) -> &'static str {
+fn status_label(status: Option<crate::node::Status>) -> (usize, &'static str) {
     use crate::node::Status::*;
     match status {
-        None => "200",
-        Some(Malformed) => "400",
-        Some(Forbidden) => "403",
-        Some(NotFound) => "404",
-        Some(Conflict) => "409",
-        Some(Invalid) => "422",
-        Some(Internal) => "500",
-        Some(Unavailable) => "503",
+        None => (0, "200"),
+        Some(Malformed) => (1, "400"),
+        Some(Forbidden) => (2, "403"),
+        Some(NotFound) => (3, "404"),
+        Some(Conflict) => (4, "409"),
+        Some(Invalid) => (5, "422"),
+        Some(Internal) => (6, "500"),
+        Some(Unavailable) => (7, "503"),
     }
 }
 
-/// One command answered.
-pub(crate) fn command(
-    aggregate: &'static str,
-    command: &'static str,
-    status: Option<crate::node::Status>,
-    took: Duration,
-) {
-    let status = status_label(status);
-    counter!("jetsource_commands_total", "aggregate" => aggregate, "command" => command, "status" => status)
-        .increment(1);
-    histogram!("jetsource_command_duration_seconds", "aggregate" => aggregate, "command" => command)
-        .record(took);
+/// One endpoint's request metrics, registered once (a lookup per request would
+/// cost more than the counting): a counter per status, made when first seen,
+/// and a latency histogram. Made after the recorder is installed, or they record
+/// nothing.
+#[derive(Debug)]
+pub(crate) struct Requests {
+    total: &'static str,
+    /// `[(label, value); 2]`: aggregate and command, or view and query.
+    labels: [(&'static str, &'static str); 2],
+    counters: [std::sync::OnceLock<metrics::Counter>; 8],
+    duration: metrics::Histogram,
 }
 
-/// One query answered.
-pub(crate) fn query(
-    view: &'static str,
-    query: &'static str,
-    status: Option<crate::node::Status>,
-    took: Duration,
-) {
-    let status = status_label(status);
-    counter!("jetsource_queries_total", "view" => view, "query" => query, "status" => status)
-        .increment(1);
-    histogram!("jetsource_query_duration_seconds", "view" => view, "query" => query).record(took);
+impl Requests {
+    /// A command endpoint's.
+    pub(crate) fn command(aggregate: &'static str, command: &'static str) -> Requests {
+        Requests {
+            total: "jetsource_commands_total",
+            labels: [("aggregate", aggregate), ("command", command)],
+            counters: Default::default(),
+            duration: histogram!("jetsource_command_duration_seconds", "aggregate" => aggregate, "command" => command),
+        }
+    }
+
+    /// A query endpoint's.
+    pub(crate) fn query(view: &'static str, query: &'static str) -> Requests {
+        Requests {
+            total: "jetsource_queries_total",
+            labels: [("view", view), ("query", query)],
+            counters: Default::default(),
+            duration: histogram!("jetsource_query_duration_seconds", "view" => view, "query" => query),
+        }
+    }
+
+    /// One request answered with `status` (`None`: accepted) after `took`.
+    pub(crate) fn record(&self, status: Option<crate::node::Status>, took: Duration) {
+        let (index, code) = status_label(status);
+        let [(a, a_value), (b, b_value)] = self.labels;
+        self.counters[index]
+            .get_or_init(|| counter!(self.total, a => a_value, b => b_value, "status" => code))
+            .increment(1);
+        self.duration.record(took);
+    }
 }
 
 /// A query waited `took` for its view to reach its Min-Seq.
@@ -164,26 +182,50 @@ pub(crate) fn min_seq_wait(view: &'static str, reached: bool, took: Duration) {
     histogram!("jetsource_min_seq_wait_seconds", "view" => view).record(took);
 }
 
-/// One publish of `events` events to the event stream, acked after `took`.
-pub(crate) fn publish(events: usize, took: Duration) {
-    counter!("jetsource_append_publishes_total").increment(1);
-    histogram!("jetsource_append_batch_events").record(events as f64);
-    histogram!("jetsource_append_publish_seconds").record(took);
+/// What an event store records about its appends, registered when it opens.
+#[derive(Debug, Clone)]
+pub(crate) struct Appends {
+    appends: metrics::Counter,
+    publishes: metrics::Counter,
+    events: metrics::Histogram,
+    publish_seconds: metrics::Histogram,
+    group_commit: metrics::Histogram,
+    splits: metrics::Counter,
 }
 
-/// `n` appends stored.
-pub(crate) fn appends(n: u64) {
-    counter!("jetsource_appends_total").increment(n);
-}
+impl Appends {
+    pub(crate) fn new() -> Appends {
+        Appends {
+            appends: counter!("jetsource_appends_total"),
+            publishes: counter!("jetsource_append_publishes_total"),
+            events: histogram!("jetsource_append_batch_events"),
+            publish_seconds: histogram!("jetsource_append_publish_seconds"),
+            group_commit: histogram!("jetsource_group_commit_batch_appends"),
+            splits: counter!("jetsource_group_commit_splits_total"),
+        }
+    }
 
-/// A group-commit batch of `appends` appends was sent.
-pub(crate) fn group_commit(appends: usize) {
-    histogram!("jetsource_group_commit_batch_appends").record(appends as f64);
-}
+    /// One publish of `events` events to the event stream, acked after `took`.
+    pub(crate) fn publish(&self, events: usize, took: Duration) {
+        self.publishes.increment(1);
+        self.events.record(events as f64);
+        self.publish_seconds.record(took);
+    }
 
-/// A group-commit batch was split.
-pub(crate) fn group_commit_split() {
-    counter!("jetsource_group_commit_splits_total").increment(1);
+    /// `n` appends stored.
+    pub(crate) fn appends(&self, n: u64) {
+        self.appends.increment(n);
+    }
+
+    /// A group-commit batch of `appends` appends was sent.
+    pub(crate) fn group_commit(&self, appends: usize) {
+        self.group_commit.record(appends as f64);
+    }
+
+    /// A group-commit batch was split.
+    pub(crate) fn split(&self) {
+        self.splits.increment(1);
+    }
 }
 
 /// What one consumer (a projection or a saga) reports as it goes.

@@ -5,6 +5,8 @@
 //!   macros; nothing is recorded until a process installs an exporter).
 //! - [`Health`]: what `/healthz` and `/readyz` answer: the process's role
 //!   (serving, active, standby) and its NATS connection.
+//! - [`trace`]: W3C trace context from a command through its events into the
+//!   projections' and sagas' work and the commands sagas send.
 //! - [`serve`]: one opt-in HTTP address (`--metrics-addr`) answering `/metrics`
 //!   (Prometheus text), `/healthz` and `/readyz`.
 //!
@@ -22,6 +24,7 @@
 mod health;
 mod http;
 pub mod metrics;
+pub mod trace;
 
 pub use health::{Health, Report, Role};
 pub use http::{serve, TelemetryServer};
