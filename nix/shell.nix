@@ -12,9 +12,13 @@ pkgs.mkShell {
     nats-server
     natscli
     (python3.withPackages (ps: [ ps.nats-py ]))  # hiring/examples/walkthrough.py
+    chromium  # the console's browser test (hiring/tests/console.rs)
+    chromedriver
   ];
 
   shellHook = ''
     export NATS_SERVER_BIN=${pkgs.nats-server}/bin/nats-server
+    export CHROMIUM=${pkgs.chromium}/bin/chromium
+    export CHROMEDRIVER=${pkgs.chromedriver}/bin/chromedriver
   '';
 }

@@ -1,6 +1,6 @@
 //! The app builder: a domain's aggregates, projections, queries and sagas in, the
 //! whole command line out (`up`, `node`, `project`, `saga`, `sagas`, `dlq`, `send`,
-//! `query`, `events`, `status`, `policy`, `nats-server`), with the process runtime
+//! `query`, `events`, `status`, `console`, `policy`, `nats-server`), with the process runtime
 //! behind it: leases and standbys, riding out outages, following a view's version
 //! switch, rebuilds with progress, one signal listener and graceful shutdown.
 //!
@@ -33,6 +33,7 @@
 
 mod active;
 mod connection;
+mod console;
 mod dlq;
 mod events;
 mod node;
@@ -233,7 +234,11 @@ impl App {
     }
 
     async fn dispatch(self, command: Command) -> Result<Outcome> {
-        if let Command::Up(_) | Command::Node(_) | Command::Project(_) | Command::Saga(_) = command
+        if let Command::Up(_)
+        | Command::Node(_)
+        | Command::Project(_)
+        | Command::Saga(_)
+        | Command::Console(_) = command
         {
             listen_for_signals();
         }
@@ -268,6 +273,7 @@ impl App {
             Command::Query(args) => send::query(args).await,
             Command::Events(args) => events::run(args).await,
             Command::Status(args) => status::run(args).await,
+            Command::Console(args) => console::run(args, self.saga_names()).await,
             Command::Policy(args) => policy::run(args),
             Command::NatsServer => nats_server(),
         }
@@ -306,6 +312,9 @@ enum Command {
     Events(events::Args),
     /// Show the nodes of the service and the event store.
     Status(status::Args),
+    /// Serve a web page showing the system live: events, aggregates at any
+    /// version, consumers, parked events, saga instances, nodes.
+    Console(console::Args),
     /// Who may do what: `policy nats-config dev/policy.toml` prints the NATS
     /// accounts the node's `--policy` expects.
     Policy(policy::Args),
@@ -428,4 +437,17 @@ fn listen_for_signals() -> tokio::sync::watch::Receiver<bool> {
             rx
         })
         .clone()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Cli;
+    use clap::CommandFactory;
+
+    /// Regression: `console --token` clashed with the connection's NATS `--token`,
+    /// and clap only says so when the subcommand is first run.
+    #[test]
+    fn every_subcommand_parses() {
+        Cli::command().debug_assert();
+    }
 }

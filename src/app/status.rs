@@ -83,33 +83,8 @@ struct Check {
 
 pub(crate) async fn run(args: Args) -> Result<Outcome> {
     let client = args.connection.connect("jetsource status").await?;
-    let server = Server {
-        version: client.server_info().version,
-        url: args.connection.url(),
-    };
-    let stream = stream(&client, &args.connection.store_config()).await;
-    // Every node answers $SRV.STATS: gather the replies for a moment.
-    let nodes = crate::node::service_replies(&client, "STATS", Duration::from_millis(500))
-        .await
-        .map_err(|e| e.to_string())?
-        .iter()
-        .filter_map(|r| serde_json::from_slice(r).ok())
-        .map(|stats: serde_json::Value| node(&stats))
-        .collect();
-    // Opened only once it exists: opening creates the stream, and `status` must not.
-    let consumers = if stream.exists {
-        let store = crate::EventStore::open(client, args.connection.store_config()).await?;
-        crate::projection::status::consumers(&store).await?
-    } else {
-        Vec::new()
-    };
-    let mut report = Report {
-        server,
-        stream,
-        nodes,
-        consumers,
-        checks: None,
-    };
+    let config = args.connection.store_config();
+    let mut report = report(&client, &config, args.connection.url(), None).await?;
     if args.check {
         report.checks = Some(checks(&report, &args));
     }
@@ -123,6 +98,50 @@ pub(crate) async fn run(args: Args) -> Result<Outcome> {
         Outcome::Rejected
     } else {
         Outcome::Done
+    })
+}
+
+/// What `status --json` prints (without checks), for the console.
+pub(crate) async fn gather(store: &crate::EventStore) -> Result<serde_json::Value> {
+    let report = report(store.client(), store.config(), String::new(), Some(store)).await?;
+    Ok(serde_json::to_value(report)?)
+}
+
+/// The report over `client`; the consumers through `store` if open already.
+async fn report(
+    client: &async_nats::Client,
+    config: &crate::StoreConfig,
+    url: String,
+    store: Option<&crate::EventStore>,
+) -> Result<Report> {
+    let server = Server {
+        version: client.server_info().version,
+        url,
+    };
+    let stream = stream(client, config).await;
+    // Every node answers $SRV.STATS: gather the replies for a moment.
+    let nodes = crate::node::service_replies(client, "STATS", Duration::from_millis(500))
+        .await
+        .map_err(|e| e.to_string())?
+        .iter()
+        .filter_map(|r| serde_json::from_slice(r).ok())
+        .map(|stats: serde_json::Value| node(&stats))
+        .collect();
+    // Opened only once it exists: opening creates the stream, and `status` must not.
+    let consumers = match (stream.exists, store) {
+        (false, _) => Vec::new(),
+        (true, Some(store)) => crate::projection::status::consumers(store).await?,
+        (true, None) => {
+            let store = crate::EventStore::open(client.clone(), config.clone()).await?;
+            crate::projection::status::consumers(&store).await?
+        }
+    };
+    Ok(Report {
+        server,
+        stream,
+        nodes,
+        consumers,
+        checks: None,
     })
 }
 

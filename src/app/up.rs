@@ -1,8 +1,8 @@
 //! `up`: a local nats-server (found or provisioned; loopback; `safe` durability;
 //! its monitoring port open; data under the user's data dir) plus one node and
 //! every projection and saga of the app, each a child process (this same binary)
-//! with a metrics and health address, logging to a file (appended to, never
-//! truncated). It prints every address. A child that dies is restarted with
+//! with a metrics and health address, and the web console, logging to a file
+//! (appended to, never truncated). It prints every address. A child that dies is restarted with
 //! backoff and the cause printed; Ctrl-C stops them all, the server last. One `up`
 //! per data dir: a lock file refuses a second. `--demo` also runs the app's story
 //! and exits.
@@ -29,6 +29,10 @@ pub(crate) struct Args {
     /// with --demo all free ones).
     #[arg(long, default_value_t = 9464)]
     metrics_port: u16,
+    /// Port of the web console on 127.0.0.1 (a free one where taken; with --demo
+    /// a free one).
+    #[arg(long, default_value_t = 8480)]
+    console_port: u16,
     /// Where the server keeps its data and every process its log (default
     /// `$XDG_DATA_HOME/jetsource` or `~/.local/share/jetsource`; with --demo a
     /// fresh temporary directory, removed afterwards).
@@ -276,6 +280,25 @@ pub(super) async fn run(app: &super::App, args: Args) -> Result<Outcome> {
     for name in app.saga_names() {
         with_url(&format!("saga-{name}"), &["saga", &name])?;
     }
+    let console = if args.demo {
+        free_port()?
+    } else {
+        port_or_free(args.console_port)?
+    };
+    let console = format!("127.0.0.1:{console}");
+    running.push(spawn(
+        "console",
+        &me,
+        &[
+            "console",
+            "--listen",
+            &console,
+            "--server",
+            &url,
+            "--no-context",
+        ],
+        &logs,
+    )?);
     wait_for_node(&client, &mut running).await?;
 
     println!("{} is up (durability: safe)", app.name);
@@ -286,6 +309,7 @@ pub(super) async fn run(app: &super::App, args: Args) -> Result<Outcome> {
     );
     println!("  nats-server   {url}   data {}", store_dir.display());
     println!("  monitoring    http://127.0.0.1:{monitor}/   (/varz, /jsz, /connz)");
+    println!("  console       http://{console}/   (read-only)");
     for r in &running {
         let metrics = match &r.metrics {
             Some(addr) => format!("metrics http://{addr}/metrics  "),
