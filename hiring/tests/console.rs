@@ -10,7 +10,7 @@ use jetsource::testing::{free_port, TestServer};
 use serde_json::{json, Value};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use support::wait_for_nodes;
+use support::{send, wait_for_nodes};
 
 /// A chromedriver child and a headless chromium session through it.
 struct Browser {
@@ -131,17 +131,6 @@ impl Browser {
     }
 }
 
-async fn send(client: &async_nats::Client, subject: &str, body: Value) -> Value {
-    let reply = client
-        .request(
-            subject.to_string(),
-            serde_json::to_vec(&body).unwrap().into(),
-        )
-        .await
-        .unwrap();
-    serde_json::from_slice(&reply.payload).unwrap()
-}
-
 #[tokio::test]
 async fn the_console_shows_the_system_live_and_takes_actions_with_the_token() {
     let Some(browser) = browser().await else {
@@ -166,24 +155,7 @@ async fn the_console_shows_the_system_live_and_takes_actions_with_the_token() {
         ],
     );
     wait_for_nodes(&client, 1).await;
-    send(
-        &client,
-        "cmd.organization.Register",
-        json!({"id": "acme", "name": "Acme"}),
-    )
-    .await;
-    send(
-        &client,
-        "cmd.organization.OpenPosition",
-        json!({"id": "acme", "position_id": "eng", "title": "Engineer"}),
-    )
-    .await;
-    send(
-        &client,
-        "cmd.person.Register",
-        json!({"id": "ada", "name": "Ada", "email": "ada@example.org"}),
-    )
-    .await;
+    support::acme_and_ada(&client).await;
     send(
         &client,
         "cmd.person.ChangeName",

@@ -6,7 +6,7 @@ mod support;
 use jetsource::testing::{free_port, http_get, TestServer};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
-use support::wait_for_nodes;
+use support::{send, wait_for_nodes};
 
 /// Polls `GET addr/path` until `check` holds on (status, body), or panics after 20 s.
 async fn wait_http(addr: &str, path: &str, check: impl Fn(u16, &str) -> bool) -> String {
@@ -28,17 +28,6 @@ async fn wait_http(addr: &str, path: &str, check: impl Fn(u16, &str) -> bool) ->
 fn sample(page: &str, series: &str) -> Option<f64> {
     page.lines()
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-}
-
-async fn send(client: &async_nats::Client, subject: &str, body: Value) -> Value {
-    let reply = client
-        .request(
-            subject.to_string(),
-            serde_json::to_vec(&body).unwrap().into(),
-        )
-        .await
-        .unwrap();
-    serde_json::from_slice(&reply.payload).unwrap_or(Value::Null)
 }
 
 #[tokio::test]
@@ -357,24 +346,7 @@ async fn one_trace_follows_a_hire_from_the_first_command_to_the_employment() {
     let _offers = start(&["project", "offers"]);
     let _saga = start(&["saga", "hiring"]);
     wait_for_nodes(&client, 1).await;
-    send(
-        &client,
-        "cmd.organization.Register",
-        json!({"id": "acme", "name": "Acme"}),
-    )
-    .await;
-    send(
-        &client,
-        "cmd.organization.OpenPosition",
-        json!({"id": "acme", "position_id": "eng", "title": "Engineer"}),
-    )
-    .await;
-    send(
-        &client,
-        "cmd.person.Register",
-        json!({"id": "ada", "name": "Ada", "email": "ada@example.org"}),
-    )
-    .await;
+    support::acme_and_ada(&client).await;
 
     // The client's trace: one span per step of its flow, both in trace TRACE.
     let offer = json!({"id": "acme", "position_id": "eng", "person_id": "ada", "offer_id": "o1", "expires_at": "2099-01-01T00:00:00Z"});

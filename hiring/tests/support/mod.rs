@@ -59,3 +59,42 @@ pub async fn reference_node(
         .unwrap();
     (client, store, node)
 }
+
+/// Sends `body` to `subject` (a command or query); the reply's JSON.
+pub async fn send(
+    client: &async_nats::Client,
+    subject: &str,
+    body: serde_json::Value,
+) -> serde_json::Value {
+    let reply = client
+        .request(
+            subject.to_string(),
+            serde_json::to_vec(&body).unwrap().into(),
+        )
+        .await
+        .unwrap();
+    serde_json::from_slice(&reply.payload).unwrap_or(serde_json::Value::Null)
+}
+
+/// Organization `acme` with open position `eng`, and person `ada`: what a hire needs.
+pub async fn acme_and_ada(client: &async_nats::Client) {
+    use serde_json::json;
+    let steps = [
+        (
+            "cmd.organization.Register",
+            json!({"id": "acme", "name": "Acme"}),
+        ),
+        (
+            "cmd.organization.OpenPosition",
+            json!({"id": "acme", "position_id": "eng", "title": "Engineer"}),
+        ),
+        (
+            "cmd.person.Register",
+            json!({"id": "ada", "name": "Ada", "email": "ada@example.org"}),
+        ),
+    ];
+    for (subject, body) in steps {
+        let reply = send(client, subject, body).await;
+        assert_eq!(reply["status"], "accepted", "{subject}: {reply}");
+    }
+}
