@@ -518,6 +518,7 @@ pub struct CollectedSpan {
 pub struct OtlpCollector {
     addr: std::net::SocketAddr,
     spans: std::sync::Arc<std::sync::Mutex<Vec<CollectedSpan>>>,
+    exports: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -532,10 +533,12 @@ impl OtlpCollector {
             .expect("a loopback port");
         let addr = listener.local_addr().expect("its address");
         let spans = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let kept = spans.clone();
+        let exports = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (kept, counted) = (spans.clone(), exports.clone());
         let app = axum::Router::new().route(
             "/v1/traces",
             axum::routing::post(move |body: bytes::Bytes| async move {
+                counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 if let Ok(export) = serde_json::from_slice::<serde_json::Value>(&body) {
                     let mut kept = kept.lock().unwrap_or_else(|e| e.into_inner());
                     kept.extend(collected(&export));
@@ -546,12 +549,23 @@ impl OtlpCollector {
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        OtlpCollector { addr, spans, task }
+        OtlpCollector {
+            addr,
+            spans,
+            exports,
+            task,
+        }
     }
 
     /// The URL to give `--otlp-endpoint`.
     pub fn endpoint(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// Export requests received so far, in any encoding (spans are kept from
+    /// JSON ones only).
+    pub fn exports(&self) -> usize {
+        self.exports.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Every span received so far.

@@ -1,7 +1,8 @@
 //! Write and read throughput of jetsource beside raw async-nats, in one run.
 //!
 //! Run: `cargo run --release --example bench` (add `-- --quick` for a short run;
-//! `-- --telemetry` for the cost of metrics and tracing on the node).
+//! `-- --telemetry` for the cost of metrics and tracing on the node, exported as
+//! protobuf, or JSON with `--otlp-json`).
 //! The end-to-end part runs the release `jetsource` binary as its own process and
 //! builds it first if it is missing.
 //! It starts its own nats-servers (one `fast`, one `safe` = `sync_interval: always`)
@@ -1088,6 +1089,12 @@ async fn telemetry_cost(
     per_agg: usize,
 ) {
     let collector = jetsource::testing::OtlpCollector::start().await;
+    // OTLP's default encoding unless `--otlp-json`.
+    let protocol = if std::env::args().any(|a| a == "--otlp-json") {
+        "http/json"
+    } else {
+        "http/protobuf"
+    };
     let metrics = format!("127.0.0.1:{}", jetsource::testing::free_port());
     let settings: [(&str, bool, usize); 4] = [
         ("node, metrics and tracing off", false, 0),
@@ -1121,7 +1128,7 @@ async fn telemetry_cost(
             }
             let mut node = std::process::Command::new(node_binary())
                 .args(&args)
-                .env("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")
+                .env("OTEL_EXPORTER_OTLP_PROTOCOL", protocol)
                 .spawn()
                 .expect("start the node");
             wait_for_service(store.client()).await;
@@ -1176,7 +1183,11 @@ async fn telemetry_cost(
                 .join(", ")
         );
     }
-    println!("  {:<44} {} spans exported", "", collector.spans().len());
+    println!(
+        "  {:<44} {} export requests ({protocol})",
+        "",
+        collector.exports()
+    );
 }
 
 #[tokio::main]
