@@ -8,6 +8,7 @@ use fantoccini::{Client, ClientBuilder, Locator};
 use jetsource::store::{Append, Codec, ExpectedVersion, Metadata, NewEvent};
 use jetsource::testing::{free_port, TestServer};
 use serde_json::{json, Value};
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use support::{send, wait_for_nodes};
@@ -20,8 +21,12 @@ struct Browser {
 }
 
 impl Drop for Browser {
+    /// Kills chromedriver's whole process group: killing chromedriver alone left
+    /// chromium running after every test.
     fn drop(&mut self) {
-        let _ = self.driver.kill();
+        if let Some(group) = rustix::process::Pid::from_raw(self.driver.id() as i32) {
+            let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
+        }
         let _ = self.driver.wait();
     }
 }
@@ -41,6 +46,8 @@ async fn browser() -> Option<Browser> {
     let port = free_port();
     let driver = Command::new(driver)
         .arg(format!("--port={port}"))
+        // Its own process group, with the chromium it starts: see `Drop`.
+        .process_group(0)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
