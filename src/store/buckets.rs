@@ -5,14 +5,21 @@ use async_nats::jetstream::context::CreateKeyValueError;
 use async_nats::jetstream::{self, kv};
 
 /// The bucket `config.bucket`, created with `config` when it does not exist yet.
-/// An existing bucket is used as it is.
+/// An existing bucket is used as it is, also one another process created with
+/// another configuration between our look and our create (a node and a
+/// projection starting together both make the view's bucket: the loser's create
+/// fails with "stream name already in use", and it must use the winner's).
 pub(crate) async fn ensure(
     js: &jetstream::Context,
     config: kv::Config,
 ) -> Result<kv::Store, CreateKeyValueError> {
-    match js.get_key_value(&config.bucket).await {
+    if let Ok(kv) = js.get_key_value(&config.bucket).await {
+        return Ok(kv);
+    }
+    let bucket = config.bucket.clone();
+    match js.create_key_value(config).await {
         Ok(kv) => Ok(kv),
-        Err(_) => js.create_key_value(config).await,
+        Err(create) => js.get_key_value(&bucket).await.map_err(|_| create),
     }
 }
 
