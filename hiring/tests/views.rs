@@ -23,6 +23,23 @@ async fn node(
     support::reference_node(server, config).await
 }
 
+/// Runs `person_directory` in this process until the returned sender is dropped.
+async fn run_directory(store: &EventStore) -> tokio::sync::watch::Sender<bool> {
+    let runner = ProjectionRunner::new(
+        store.clone(),
+        PersonDirectory,
+        RunnerConfig {
+            idle_wait: Duration::from_millis(50),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(runner.run(stopped));
+    stop
+}
+
 async fn ask(
     client: &async_nats::Client,
     subject: &str,
@@ -54,18 +71,7 @@ async fn ask(
 async fn a_query_with_min_seq_reads_the_write_it_follows() {
     let server = TestServer::start();
     let (client, store, _node) = node(&server, Duration::from_secs(5)).await;
-    let runner = ProjectionRunner::new(
-        store.clone(),
-        PersonDirectory,
-        RunnerConfig {
-            idle_wait: Duration::from_millis(50),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
-    let (_stop, stopped) = tokio::sync::watch::channel(false);
-    tokio::spawn(runner.run(stopped));
+    let _stop = run_directory(&store).await;
 
     let (ack, _) = ask(
         &client,
@@ -702,18 +708,7 @@ async fn one_message_disconnects_the_node() {
 async fn a_person_row_says_which_version_of_the_person_it_reflects() {
     let server = TestServer::start();
     let (client, store, _node) = node(&server, Duration::from_secs(5)).await;
-    let runner = ProjectionRunner::new(
-        store.clone(),
-        PersonDirectory,
-        RunnerConfig {
-            idle_wait: Duration::from_millis(50),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
-    let (_stop, stopped) = tokio::sync::watch::channel(false);
-    tokio::spawn(runner.run(stopped));
+    let _stop = run_directory(&store).await;
     ask(
         &client,
         "cmd.person.Register",
