@@ -353,10 +353,41 @@ async fn timed_request(
     t.elapsed()
 }
 
+/// Which commands carry a client's W3C `traceparent`, and which of those are
+/// sampled (flag `01`, as a client's ratio sampler marks them).
+#[derive(Debug, Clone, Copy)]
+struct Traced {
+    /// Every `every`th command carries one (none for 0).
+    every: usize,
+    /// Of those, every `sampled_every`th is sampled.
+    sampled_every: usize,
+}
+
+impl Traced {
+    const NONE: Traced = Traced {
+        every: 0,
+        sampled_every: 1,
+    };
+
+    /// The `traceparent` of the `n`th command, if it carries one.
+    fn traceparent(self, n: usize) -> Option<String> {
+        if self.every == 0 || n % self.every != 0 {
+            return None;
+        }
+        let sampled = n % (self.every * self.sampled_every) == 0;
+        Some(format!(
+            "00-{:032x}-{:016x}-0{}",
+            fastrand::u128(1..),
+            fastrand::u64(1..),
+            u8::from(sampled)
+        ))
+    }
+}
+
 /// `clients` clients, each with `depth` requests in flight, send `per_aggregate`
 /// commands to each of their aggregates over request/reply to a node process:
 /// first `Register`, then `ChangeName`s; each with a command id if `with_ids`
-/// and a W3C `traceparent` on every `traced_every`th (none for 0).
+/// and W3C `traceparent`s as `traced` says.
 #[allow(clippy::too_many_arguments)]
 async fn end_to_end(
     client: &async_nats::Client,
@@ -366,7 +397,7 @@ async fn end_to_end(
     aggregates: usize,
     per_aggregate: usize,
     with_ids: bool,
-    traced_every: usize,
+    traced: Traced,
 ) -> Measured {
     let start = Instant::now();
     let tasks: Vec<_> = (0..clients)
@@ -387,10 +418,7 @@ async fn end_to_end(
                                 ("cmd.person.ChangeName", serde_json::json!({"id": id, "name": format!("Name {round}")}))
                             };
                             let command_id = with_ids.then(|| format!("{id}-{round}"));
-                            let traced = traced_every > 0 && (a + round) % traced_every == 0;
-                            let traceparent = traced.then(|| {
-                                format!("00-{:032x}-{:016x}-01", fastrand::u128(1..), fastrand::u64(1..))
-                            });
+                            let traceparent = traced.traceparent(a + round);
                             timed_request(client.clone(), subject, body, command_id, traceparent)
                         })
                         .collect();
@@ -1028,7 +1056,7 @@ async fn node_rows(
         1000,
         per_agg,
         false,
-        0,
+        Traced::NONE,
     )
     .await;
     println!(
@@ -1050,7 +1078,7 @@ async fn node_rows(
         1000,
         per_agg,
         true,
-        0,
+        Traced::NONE,
     )
     .await;
     row(
@@ -1066,7 +1094,7 @@ async fn node_rows(
         1000,
         per_agg,
         false,
-        0,
+        Traced::NONE,
     )
     .await;
     row("jetsource node: 16 clients x 8 in flight", &deep, raw);
@@ -1081,7 +1109,8 @@ async fn node_rows(
 /// The node's commands/s with metrics and tracing off, then on (metrics served
 /// and scraped every second, spans exported over OTLP to a collector in this
 /// process) with no command, one in ten and every command carrying a client's
-/// `traceparent`; rounds rotate the order so drift hits every setting alike.
+/// `traceparent`, sampled or not; rounds rotate the order so drift hits every
+/// setting alike, and each setting prints its median round.
 async fn telemetry_cost(
     server: &TestServer,
     store: &EventStore,
@@ -1096,19 +1125,28 @@ async fn telemetry_cost(
         "http/protobuf"
     };
     let metrics = format!("127.0.0.1:{}", jetsource::testing::free_port());
-    let settings: [(&str, bool, usize); 4] = [
-        ("node, metrics and tracing off", false, 0),
-        ("on, no command traced", true, 0),
-        ("on, 1 in 10 commands traced", true, 10),
-        ("on, every command traced", true, 1),
+    let traced = |every, sampled_every| Traced {
+        every,
+        sampled_every,
+    };
+    let settings = [
+        ("node, metrics and tracing off", false, Traced::NONE),
+        ("on, no traceparent", true, Traced::NONE),
+        (
+            "on, every command traced, 1 in 10 sampled",
+            true,
+            traced(1, 10),
+        ),
+        ("on, 1 in 10 traced and sampled", true, traced(10, 1)),
+        ("on, every command traced and sampled", true, traced(1, 1)),
     ];
     let mut results = vec![Vec::new(); settings.len()];
-    for round in 0..4 {
+    for round in 0..5 {
         // Each round starts at another setting, so drift (a stream that grows, a
         // disk that tires) does not always fall on the same one.
         for k in 0..settings.len() {
             let i = (round + k) % settings.len();
-            let (_, telemetry, traced_every) = &settings[i];
+            let (_, telemetry, traced) = settings[i];
             let mut args = vec![
                 "node".to_string(),
                 "--nats-url".into(),
@@ -1118,7 +1156,7 @@ async fn telemetry_cost(
                 "--log-level".into(),
                 "warn".into(),
             ];
-            if *telemetry {
+            if telemetry {
                 args.extend([
                     "--metrics-addr".into(),
                     metrics.clone(),
@@ -1143,17 +1181,7 @@ async fn telemetry_cost(
                 })
             });
             let run = format!("tel-{durability}-{round}-{i}");
-            let m = end_to_end(
-                store.client(),
-                &run,
-                16,
-                1,
-                1000,
-                per_agg,
-                false,
-                *traced_every,
-            )
-            .await;
+            let m = end_to_end(store.client(), &run, 16, 1, 1000, per_agg, false, traced).await;
             let cpu_us = (cpu_seconds(node.id()) - cpu) * 1e6 / m.ops as f64;
             if let Some(task) = scraping {
                 task.abort();
@@ -1165,17 +1193,21 @@ async fn telemetry_cost(
             results[i].push((m.rate(), cpu_us));
         }
     }
-    let mean =
-        |v: &[(f64, f64)], f: fn(&(f64, f64)) -> f64| v.iter().map(f).sum::<f64>() / v.len() as f64;
-    let off = mean(&results[0], |x| x.0);
+    // Medians: one round disturbed by the host does not move a setting.
+    let median = |v: &[(f64, f64)], f: fn(&(f64, f64)) -> f64| {
+        let mut xs: Vec<f64> = v.iter().map(f).collect();
+        xs.sort_by(f64::total_cmp);
+        xs[xs.len() / 2]
+    };
+    let off = median(&results[0], |x| x.0);
     for ((name, _, _), rounds) in settings.iter().zip(&results) {
-        let rate = mean(rounds, |x| x.0);
+        let rate = median(rounds, |x| x.0);
         println!(
             "  {:<44} {:>7.0} cmd/s {:>6.1}% of off  node {:.0} us/cmd  (rounds: {})",
             name,
             rate,
             rate / off * 100.0,
-            mean(rounds, |x| x.1),
+            median(rounds, |x| x.1),
             rounds
                 .iter()
                 .map(|x| format!("{:.0}", x.0))

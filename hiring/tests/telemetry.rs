@@ -452,6 +452,66 @@ async fn one_trace_follows_a_hire_from_the_first_command_to_the_employment() {
     }
 }
 
+/// A client's sampler decides (flag `01`): an unsampled trace costs no span, but
+/// its context still rides on the events, so a later sampled hop keeps the trace.
+#[tokio::test]
+async fn an_unsampled_trace_is_carried_onto_the_events_but_records_no_span() {
+    let server = TestServer::start();
+    let client = jetsource::connect(&server.url()).await.unwrap();
+    let collector = jetsource::testing::OtlpCollector::start().await;
+    let env = [
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+    ];
+    let _node = jetsource::testing::AppProcess::start_with_env(
+        env!("CARGO_BIN_EXE_jetsource"),
+        &server.url(),
+        &["node", "--otlp-endpoint", &collector.endpoint()],
+        &env,
+    );
+    wait_for_nodes(&client, 1).await;
+    let unsampled = "11111111111111111111111111111111";
+    let sampled = "22222222222222222222222222222222";
+    for (id, trace, flags) in [("ann", unsampled, "00"), ("bob", sampled, "01")] {
+        let traceparent = format!("00-{trace}-00f067aa0ba90201-{flags}");
+        let register = json!({"id": id, "name": id, "email": format!("{id}@example.org")});
+        let reply = send_with(
+            &client,
+            "cmd.person.Register",
+            register,
+            &[("traceparent", &traceparent)],
+        )
+        .await;
+        assert_eq!(reply["status"], "accepted", "{reply}");
+    }
+
+    // The sampled command's span arrives; the unsampled one never made one.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !collector.spans().iter().any(|s| s.trace_id == sampled) {
+        assert!(Instant::now() < deadline, "no span of the sampled trace");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let spans = collector.spans();
+    assert!(
+        spans.iter().all(|s| s.trace_id != unsampled),
+        "the unsampled trace recorded spans: {spans:#?}"
+    );
+
+    // The unsampled context rides on unchanged (no span of ours to name as parent).
+    let store = support::open_store(&server).await;
+    let ann = store.read_aggregate("person", "ann", 0).await.unwrap();
+    assert_eq!(
+        ann[0].metadata.traceparent.as_deref(),
+        Some(format!("00-{unsampled}-00f067aa0ba90201-00").as_str())
+    );
+    let bob = store.read_aggregate("person", "bob", 0).await.unwrap();
+    let onward = bob[0].metadata.traceparent.clone().unwrap_or_default();
+    assert!(
+        onward.starts_with(&format!("00-{sampled}-")) && !onward.contains("00f067aa0ba90201"),
+        "the sampled event names the node's span as its parent: {onward:?}"
+    );
+}
+
 #[tokio::test]
 async fn custom_metadata_headers_reach_the_events_and_bad_trace_headers_are_refused() {
     let server = TestServer::start();

@@ -89,6 +89,16 @@ impl Telemetry {
             Some(endpoint) => Some(
                 tracing_opentelemetry::layer()
                     .with_tracer(tracer(endpoint, process)?)
+                    // Per traced command these cost more than they tell: source
+                    // location, thread and target attributes, busy/idle timings
+                    // taken at every poll, and an OpenTelemetry context attached
+                    // at every poll (nothing here reads the ambient context;
+                    // `TraceContext::onward` asks the span itself).
+                    .with_location(false)
+                    .with_threads(false)
+                    .with_target(false)
+                    .with_tracked_inactivity(false)
+                    .with_context_activation(false)
                     .with_filter(tracing_subscriber::filter::Targets::new().with_target(
                         crate::telemetry::trace::TARGET,
                         tracing_subscriber::filter::LevelFilter::INFO,

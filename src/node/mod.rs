@@ -489,25 +489,26 @@ async fn serve_endpoint(
 async fn handle(context: &Context, route: Route, metrics: &Requests, request: service::Request) {
     let started = std::time::Instant::now();
     let msg = &request.message;
-    // A traced request's span continues the caller's trace (under the target an
-    // exporter records), and the command's events carry it on.
+    // A sampled request's span continues the caller's trace (under the target an
+    // exporter records); the command's events carry the trace on, sampled or not.
     let trace = request::trace_context(msg);
     let span = match &trace {
-        Ok(Some(_)) => tracing::info_span!(
-            target: crate::telemetry::trace::TARGET,
-            "request",
-            subject = %msg.subject,
-            correlation_id = tracing::field::Empty
-        ),
+        Ok(Some(t)) if t.sampled() => {
+            let span = tracing::info_span!(
+                target: crate::telemetry::trace::TARGET,
+                "request",
+                subject = %msg.subject,
+                correlation_id = tracing::field::Empty
+            );
+            t.continue_in(&span);
+            span
+        }
         _ => tracing::info_span!(
             "request",
             subject = %msg.subject,
             correlation_id = tracing::field::Empty
         ),
     };
-    if let Ok(Some(trace)) = &trace {
-        trace.continue_in(&span);
-    }
     async {
         let result = match (trace, authorize(context, &route, msg)) {
             (Ok(trace), Ok(caller)) => answer(context, &route, &caller, msg, trace).await,

@@ -31,6 +31,7 @@ pub const MAX_TRACESTATE: usize = 512;
 /// use jetsource::telemetry::trace::TraceContext;
 /// let t = TraceContext::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", None).unwrap();
 /// assert_eq!(t.trace_id(), "4bf92f3577b34da6a3ce929d0e0e4736");
+/// assert!(t.sampled());
 /// assert!(TraceContext::parse("00-00000000000000000000000000000000-00f067aa0ba902b7-01", None).is_err());
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,6 +99,12 @@ impl TraceContext {
         self.span.trace_id().to_string()
     }
 
+    /// Whether the caller samples this trace (flag `01`): only sampled work is
+    /// recorded as spans; an unsampled context is carried on unchanged.
+    pub fn sampled(&self) -> bool {
+        self.span.is_sampled()
+    }
+
     /// The `traceparent` header value.
     pub fn traceparent(&self) -> String {
         format!(
@@ -142,12 +149,13 @@ impl TraceContext {
 }
 
 /// A span for handling `event` in `consumer`, continuing the event's trace;
-/// `None` for an event without one (no span is made: untraced work costs nothing).
+/// `None` for an event without a sampled one (no span is made: untraced work
+/// costs nothing, and what goes onward carries the event's context unchanged).
 pub(crate) fn event_span(
     consumer: &str,
     event: &crate::RecordedEvent,
 ) -> Option<(tracing::Span, TraceContext)> {
-    let context = TraceContext::of(&event.metadata)?;
+    let context = TraceContext::of(&event.metadata).filter(TraceContext::sampled)?;
     let span = tracing::info_span!(
         target: TARGET,
         "handle event",
