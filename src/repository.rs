@@ -454,7 +454,9 @@ impl<A: Aggregate> Repository<A> {
             let fresh = cached.is_none();
             let loaded = match cached.as_mut() {
                 Some(loaded) => loaded,
-                None => cached.insert(self.load_from_store(id).await?),
+                // Boxed, as `earlier_execution` below: rare paths with large
+                // futures would otherwise enlarge every command's task.
+                None => cached.insert(Box::pin(self.load_from_store(id)).await?),
             };
             if let Some(done) = metadata
                 .command_id
@@ -470,7 +472,9 @@ impl<A: Aggregate> Repository<A> {
                         *cached = None;
                         continue;
                     }
-                    return match self.earlier_execution(id, metadata, may_be_retry).await? {
+                    return match Box::pin(self.earlier_execution(id, metadata, may_be_retry))
+                        .await?
+                    {
                         Some(done) => Ok(done),
                         None => Err(ExecuteError::WrongVersion {
                             expected,
@@ -483,7 +487,9 @@ impl<A: Aggregate> Repository<A> {
                 Ok(events) if !events.is_empty() || fresh => events,
                 Err(refusal) if fresh => {
                     // Refused now, but maybe accepted before, with more events since.
-                    return match self.earlier_execution(id, metadata, may_be_retry).await? {
+                    return match Box::pin(self.earlier_execution(id, metadata, may_be_retry))
+                        .await?
+                    {
                         Some(done) => Ok(done),
                         None => Err(ExecuteError::Rejected(refusal)),
                     };
@@ -497,7 +503,9 @@ impl<A: Aggregate> Repository<A> {
                 }
             };
             if events.is_empty() {
-                if let Some(done) = self.earlier_execution(id, metadata, may_be_retry).await? {
+                if let Some(done) =
+                    Box::pin(self.earlier_execution(id, metadata, may_be_retry)).await?
+                {
                     return Ok(done);
                 }
                 return Ok(Executed {

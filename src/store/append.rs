@@ -6,7 +6,7 @@
 //! `Nats-Batch-Commit: 1` as a request whose reply is the pub ack. A batch of one
 //! message is sent as a plain JetStream publish, which is the same thing, cheaper.
 
-use super::envelope::{headers, NewEvent};
+use super::envelope::{headers, names, NewEvent};
 use super::mux::ReplyMux;
 use super::stream::api_error;
 use crate::error::Error;
@@ -294,7 +294,7 @@ pub(crate) fn prepare(
         let mut h = event.headers(base.version + i as u64 + 1);
         if i == 0 {
             h.insert(
-                headers::NATS_EXPECTED_LAST_SUBJECT_SEQ,
+                names::NATS_EXPECTED_LAST_SUBJECT_SEQ,
                 base.seq.to_string().as_str(),
             );
             // One dedupe entry per append: a batch with a repeated first message is
@@ -305,7 +305,7 @@ pub(crate) fn prepare(
                 command_id.as_deref(),
                 &event.event_id.to_string(),
             );
-            h.insert(headers::NATS_MSG_ID, key.as_str());
+            h.insert(names::NATS_MSG_ID, key.as_str());
         }
         // Room for the batch headers added at send time.
         let size = wire_size(&h, &event.payload) + 100;

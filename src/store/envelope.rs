@@ -50,6 +50,31 @@ pub mod headers {
     pub const NATS_BATCH_COMMIT: &str = "Nats-Batch-Commit";
 }
 
+/// The same names as [`HeaderName`](async_nats::header::HeaderName)s, made at
+/// compile time: inserting by `&str` checks, parses and copies the name again for
+/// every header of every event.
+pub(crate) mod names {
+    use super::headers as h;
+    use async_nats::header::HeaderName;
+
+    pub(crate) const EVENT_TYPE: HeaderName = HeaderName::from_static(h::EVENT_TYPE);
+    pub(crate) const EVENT_ID: HeaderName = HeaderName::from_static(h::EVENT_ID);
+    pub(crate) const SCHEMA: HeaderName = HeaderName::from_static(h::SCHEMA);
+    pub(crate) const VERSION: HeaderName = HeaderName::from_static(h::VERSION);
+    pub(crate) const OCCURRED_AT: HeaderName = HeaderName::from_static(h::OCCURRED_AT);
+    pub(crate) const CORRELATION_ID: HeaderName = HeaderName::from_static(h::CORRELATION_ID);
+    pub(crate) const CAUSATION_ID: HeaderName = HeaderName::from_static(h::CAUSATION_ID);
+    pub(crate) const ACTOR: HeaderName = HeaderName::from_static(h::ACTOR);
+    pub(crate) const ON_BEHALF_OF: HeaderName = HeaderName::from_static(h::ON_BEHALF_OF);
+    pub(crate) const COMMAND_ID: HeaderName = HeaderName::from_static(h::COMMAND_ID);
+    pub(crate) const TRACEPARENT: HeaderName = HeaderName::from_static(h::TRACEPARENT);
+    pub(crate) const TRACESTATE: HeaderName = HeaderName::from_static(h::TRACESTATE);
+    pub(crate) const CONTENT_TYPE: HeaderName = HeaderName::from_static(h::CONTENT_TYPE);
+    pub(crate) const NATS_MSG_ID: HeaderName = HeaderName::from_static(h::NATS_MSG_ID);
+    pub(crate) const NATS_EXPECTED_LAST_SUBJECT_SEQ: HeaderName =
+        HeaderName::from_static(h::NATS_EXPECTED_LAST_SUBJECT_SEQ);
+}
+
 /// Who, why and for whom: copied onto every event a command produces.
 ///
 /// ```
@@ -130,13 +155,13 @@ impl Metadata {
 
     fn write(&self, h: &mut HeaderMap) {
         let pairs = [
-            (headers::CORRELATION_ID, &self.correlation_id),
-            (headers::CAUSATION_ID, &self.causation_id),
-            (headers::ACTOR, &self.actor),
-            (headers::ON_BEHALF_OF, &self.on_behalf_of),
-            (headers::COMMAND_ID, &self.command_id),
-            (headers::TRACEPARENT, &self.traceparent),
-            (headers::TRACESTATE, &self.tracestate),
+            (names::CORRELATION_ID, &self.correlation_id),
+            (names::CAUSATION_ID, &self.causation_id),
+            (names::ACTOR, &self.actor),
+            (names::ON_BEHALF_OF, &self.on_behalf_of),
+            (names::COMMAND_ID, &self.command_id),
+            (names::TRACEPARENT, &self.traceparent),
+            (names::TRACESTATE, &self.tracestate),
         ];
         for (name, value) in pairs {
             if let Some(v) = value {
@@ -227,17 +252,17 @@ impl NewEvent {
     pub(crate) fn headers(&self, version: u64) -> HeaderMap {
         let mut h = HeaderMap::new();
         let id = self.event_id.to_string();
-        h.insert(headers::EVENT_TYPE, self.event_type.as_str());
-        h.insert(headers::EVENT_ID, id.as_str());
-        h.insert(headers::SCHEMA, self.schema.to_string().as_str());
-        h.insert(headers::VERSION, version.to_string().as_str());
+        h.insert(names::EVENT_TYPE, self.event_type.as_str());
+        h.insert(names::EVENT_ID, id.as_str());
+        h.insert(names::SCHEMA, self.schema.to_string().as_str());
+        h.insert(names::VERSION, version.to_string().as_str());
         h.insert(
-            headers::OCCURRED_AT,
+            names::OCCURRED_AT,
             self.occurred_at
                 .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
                 .as_str(),
         );
-        h.insert(headers::CONTENT_TYPE, self.codec.content_type());
+        h.insert(names::CONTENT_TYPE, self.codec.content_type());
         self.metadata.write(&mut h);
         h
     }
