@@ -120,17 +120,35 @@ fn default_data_dir() -> Result<PathBuf> {
     Ok(PathBuf::from(home).join(".local/share/jetsource"))
 }
 
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+/// Hands out loopback ports for the children, never the same one twice: a port
+/// found free stays free only until its child binds it, so two picks made before
+/// either child starts could otherwise agree (seen: the console and a saga's
+/// metrics on one port, and the saga exited "Address already in use").
+#[derive(Default)]
+struct Ports {
+    given: std::collections::HashSet<u16>,
 }
 
-/// `port` on 127.0.0.1 if it is free now, else any free one.
-fn port_or_free(port: u16) -> Result<u16> {
-    match std::net::TcpListener::bind(("127.0.0.1", port)) {
-        Ok(_) => Ok(port),
-        Err(_) => free_port(),
+impl Ports {
+    /// Any port free now and not handed out yet.
+    fn free(&mut self) -> Result<u16> {
+        loop {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")?
+                .local_addr()?
+                .port();
+            if self.given.insert(port) {
+                return Ok(port);
+            }
+        }
+    }
+
+    /// `port` on 127.0.0.1 if it is free now and not handed out yet, else any free one.
+    fn or_free(&mut self, port: u16) -> Result<u16> {
+        if !self.given.contains(&port) && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            self.given.insert(port);
+            return Ok(port);
+        }
+        self.free()
     }
 }
 
@@ -210,11 +228,13 @@ pub(super) async fn run(app: &super::App, args: Args) -> Result<Outcome> {
         (None, Some(temp)) => temp.path().to_path_buf(),
         (None, None) => default_data_dir()?,
     };
+    let mut ports = Ports::default();
     let port = match args.port {
         Some(port) => port,
-        None if args.demo => free_port()?,
+        None if args.demo => ports.free()?,
         None => 4222,
     };
+    ports.given.insert(port);
     let _lock = lock_data_dir(&data)?;
     if std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
         return Err(
@@ -234,9 +254,9 @@ pub(super) async fn run(app: &super::App, args: Args) -> Result<Outcome> {
     )?;
     let conf_arg = conf.to_string_lossy().into_owned();
     let monitor = if args.demo {
-        free_port()?
+        ports.free()?
     } else {
-        port_or_free(args.monitor_port.unwrap_or(8222))?
+        ports.or_free(args.monitor_port.unwrap_or(8222))?
     };
     fs::OpenOptions::new()
         .append(true)
@@ -257,9 +277,9 @@ pub(super) async fn run(app: &super::App, args: Args) -> Result<Outcome> {
     let mut next_metrics = args.metrics_port;
     let mut with_url = |name: &str, child_args: &[&str]| -> Result<()> {
         let metrics = if args.demo {
-            free_port()?
+            ports.free()?
         } else {
-            let port = port_or_free(next_metrics)?;
+            let port = ports.or_free(next_metrics)?;
             next_metrics = port.saturating_add(1);
             port
         };
@@ -281,9 +301,9 @@ pub(super) async fn run(app: &super::App, args: Args) -> Result<Outcome> {
         with_url(&format!("saga-{name}"), &["saga", &name])?;
     }
     let console = if args.demo {
-        free_port()?
+        ports.free()?
     } else {
-        port_or_free(args.console_port)?
+        ports.or_free(args.console_port)?
     };
     let console = format!("127.0.0.1:{console}");
     running.push(spawn(
