@@ -466,3 +466,23 @@ async fn wait_for_node(client: &async_nats::Client, running: &mut [Running]) -> 
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Ports;
+
+    #[test]
+    fn up_never_hands_one_port_to_two_children() {
+        let mut ports = Ports::default();
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..200 {
+            assert!(
+                seen.insert(ports.free().unwrap()),
+                "a port handed out twice"
+            );
+        }
+        // A preferred port already handed out is not handed out again.
+        let first = ports.or_free(9464).unwrap();
+        assert_ne!(ports.or_free(first).unwrap(), first);
+    }
+}

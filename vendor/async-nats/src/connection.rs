@@ -172,6 +172,11 @@ impl Connection {
         self.write_buf_len >= SOFT_WRITE_BUF_LIMIT
     }
 
+    /// Returns `true` if operations wait to be written.
+    pub(crate) fn has_pending_writes(&self) -> bool {
+        !self.write_buf.is_empty() || !self.flattened_writes.is_empty()
+    }
+
     /// Returns `true` if [`Self::poll_flush`] should be polled.
     pub(crate) fn should_flush(&self) -> ShouldFlush {
         match (

@@ -470,6 +470,8 @@ pub(crate) struct ConnectionHandler {
     flush_observers: Vec<oneshot::Sender<()>>,
     is_draining: bool,
     drain_pings: VecDeque<u64>,
+    /// A write was put off once to let other ready tasks enqueue theirs.
+    write_deferred: bool,
 }
 
 impl ConnectionHandler {
@@ -494,6 +496,7 @@ impl ConnectionHandler {
             flush_observers: Vec::new(),
             is_draining: false,
             drain_pings: VecDeque::new(),
+            write_deferred: false,
         }
     }
 
@@ -632,6 +635,18 @@ impl ConnectionHandler {
                     if !mem::take(&mut made_progress) {
                         break;
                     }
+
+                    // Put a small write off once, to the back of the runtime's
+                    // queue: tasks already woken (many requests in flight) enqueue
+                    // theirs first and one syscall carries them all.
+                    if !self.handler.connection.is_write_buf_full()
+                        && self.handler.connection.has_pending_writes()
+                        && !mem::replace(&mut self.handler.write_deferred, true)
+                    {
+                        cx.waker().wake_by_ref();
+                        return Poll::Pending;
+                    }
+                    self.handler.write_deferred = false;
 
                     match self.handler.connection.poll_write(cx) {
                         Poll::Pending => {
