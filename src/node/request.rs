@@ -32,7 +32,18 @@ pub(crate) struct Body {
 }
 
 fn header<'a>(msg: &'a Message, name: &str) -> Option<&'a str> {
-    msg.headers.as_ref()?.get(name).map(|v| v.as_str())
+    let headers = msg.headers.as_ref()?;
+    // A request carries a few headers: comparing names beats `get`, which copies
+    // the name into a `HeaderName` and hashes it for every lookup. A long header
+    // block keeps the hashed lookup, so the work stays bounded either way.
+    if headers.len() > 8 {
+        return headers.get(name).map(|v| v.as_str());
+    }
+    headers
+        .iter()
+        .find(|(k, _)| AsRef::<str>::as_ref(*k) == name)
+        .and_then(|(_, values)| values.first())
+        .map(|v| v.as_str())
 }
 
 /// Decodes the body (JSON unless `Content-Type` says CBOR) into an object with an `id`.

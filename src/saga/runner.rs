@@ -620,7 +620,7 @@ impl<G: Saga> Shared<G> {
             correlation_id: record.correlation_id.clone(),
             causation_id,
             actor: Some(format!("saga:{}", self.saga.name())),
-            traceparent: trace.map(TraceContext::traceparent),
+            traceparent: trace.map(|t| t.traceparent().to_string()),
             tracestate: trace.and_then(|t| t.tracestate().map(str::to_string)),
             ..Default::default()
         };

@@ -38,22 +38,28 @@ pub const MAX_TRACESTATE: usize = 512;
 pub struct TraceContext {
     span: SpanContext,
     state: Option<String>,
+    /// The `traceparent` header for `span`, written once.
+    header: String,
 }
 
 impl TraceContext {
     /// Reads a `traceparent` (version `00`, or a later version's first four
     /// fields) and an optional `tracestate`; an error says what is wrong.
     pub fn parse(traceparent: &str, tracestate: Option<&str>) -> Result<TraceContext, String> {
-        let fields: Vec<&str> = traceparent.trim().split('-').collect();
-        let [version, trace, parent, flags, rest @ ..] = fields.as_slice() else {
+        let traceparent = traceparent.trim();
+        let mut fields = traceparent.split('-');
+        let (Some(version), Some(trace), Some(parent), Some(flags)) =
+            (fields.next(), fields.next(), fields.next(), fields.next())
+        else {
             return Err("is not version-traceid-parentid-flags".into());
         };
+        let has_more = fields.next().is_some();
         let hex = |s: &str, len: usize| {
             s.len() == len
                 && s.bytes()
                     .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
         };
-        if !hex(version, 2) || *version == "ff" || (*version == "00" && !rest.is_empty()) {
+        if !hex(version, 2) || version == "ff" || (version == "00" && has_more) {
             return Err(format!("has an unusable version {version:?}"));
         }
         if !hex(trace, 32) || trace.bytes().all(|b| b == b'0') {
@@ -76,8 +82,8 @@ impl TraceContext {
             .as_deref()
             .and_then(|s| s.parse::<TraceState>().ok())
             .unwrap_or_default();
-        Ok(TraceContext {
-            span: SpanContext::new(
+        Ok(TraceContext::new(
+            SpanContext::new(
                 trace_id,
                 span_id,
                 TraceFlags::new(flags & 1),
@@ -85,7 +91,21 @@ impl TraceContext {
                 trace_state,
             ),
             state,
-        })
+        ))
+    }
+
+    fn new(span: SpanContext, state: Option<String>) -> TraceContext {
+        let header = format!(
+            "00-{}-{}-{:02x}",
+            span.trace_id(),
+            span.span_id(),
+            span.trace_flags().to_u8()
+        );
+        TraceContext {
+            span,
+            state,
+            header,
+        }
     }
 
     /// The context an event carries, if it carries a valid one.
@@ -106,13 +126,8 @@ impl TraceContext {
     }
 
     /// The `traceparent` header value.
-    pub fn traceparent(&self) -> String {
-        format!(
-            "00-{}-{}-{:02x}",
-            self.span.trace_id(),
-            self.span.span_id(),
-            self.span.trace_flags().to_u8()
-        )
+    pub fn traceparent(&self) -> &str {
+        &self.header
     }
 
     /// The `tracestate` header value, if any.
@@ -132,10 +147,7 @@ impl TraceContext {
     pub fn onward(&self, span: &tracing::Span) -> TraceContext {
         let own = span.context().span().span_context().clone();
         if own.is_valid() && own.trace_id() == self.span.trace_id() {
-            TraceContext {
-                span: own,
-                state: self.state.clone(),
-            }
+            TraceContext::new(own, self.state.clone())
         } else {
             self.clone()
         }
@@ -143,7 +155,7 @@ impl TraceContext {
 
     /// Writes `traceparent` (and `tracestate`) into `metadata`.
     pub fn write(&self, metadata: &mut crate::Metadata) {
-        metadata.traceparent = Some(self.traceparent());
+        metadata.traceparent = Some(self.header.clone());
         metadata.tracestate = self.state.clone();
     }
 }
