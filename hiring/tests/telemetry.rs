@@ -302,28 +302,6 @@ async fn status_check_fails_once_no_instance_runs_a_projection() {
     assert_eq!(status(&server.url(), &[]).0, 0);
 }
 
-/// Sends `body` to `subject` with `headers`; the reply as JSON.
-async fn send_with(
-    client: &async_nats::Client,
-    subject: &str,
-    body: Value,
-    headers: &[(&str, &str)],
-) -> Value {
-    let mut h = async_nats::HeaderMap::new();
-    for (name, value) in headers {
-        h.insert(*name, *value);
-    }
-    let reply = client
-        .request_with_headers(
-            subject.to_string(),
-            h,
-            serde_json::to_vec(&body).unwrap().into(),
-        )
-        .await
-        .unwrap();
-    serde_json::from_slice(&reply.payload).unwrap_or(Value::Null)
-}
-
 const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 
 #[tokio::test]
@@ -351,7 +329,7 @@ async fn one_trace_follows_a_hire_from_the_first_command_to_the_employment() {
     // The client's trace: one span per step of its flow, both in trace TRACE.
     let offer = json!({"id": "acme", "position_id": "eng", "person_id": "ada", "offer_id": "o1", "expires_at": "2099-01-01T00:00:00Z"});
     let extend = format!("00-{TRACE}-00f067aa0ba90201-01");
-    let reply = send_with(
+    let reply = support::send_with(
         &client,
         "cmd.organization.ExtendOffer",
         offer,
@@ -361,7 +339,7 @@ async fn one_trace_follows_a_hire_from_the_first_command_to_the_employment() {
     assert_eq!(reply["status"], "accepted", "{reply}");
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let reply = send_with(
+        let reply = support::send_with(
             &client,
             "cmd.person.AcceptOffer",
             json!({"id": "ada", "offer_id": "o1"}),
@@ -475,7 +453,7 @@ async fn an_unsampled_trace_is_carried_onto_the_events_but_records_no_span() {
     for (id, trace, flags) in [("ann", unsampled, "00"), ("bob", sampled, "01")] {
         let traceparent = format!("00-{trace}-00f067aa0ba90201-{flags}");
         let register = json!({"id": id, "name": id, "email": format!("{id}@example.org")});
-        let reply = send_with(
+        let reply = support::send_with(
             &client,
             "cmd.person.Register",
             register,
@@ -517,7 +495,7 @@ async fn custom_metadata_headers_reach_the_events_and_bad_trace_headers_are_refu
     let server = TestServer::start();
     let (client, store, _node) = support::reference_node(&server, Default::default()).await;
     let ada = json!({"id": "ada", "name": "Ada", "email": "ada@example.org"});
-    let reply = send_with(
+    let reply = support::send_with(
         &client,
         "cmd.person.Register",
         ada,
@@ -551,7 +529,7 @@ async fn custom_metadata_headers_reach_the_events_and_bad_trace_headers_are_refu
         ("Jetsource-Meta-Bad.Key", "x"),
     ];
     for (name, value) in bad {
-        let reply = send_with(
+        let reply = support::send_with(
             &client,
             "cmd.person.Register",
             bob.clone(),
@@ -569,7 +547,7 @@ async fn custom_metadata_headers_reach_the_events_and_bad_trace_headers_are_refu
         .map(|i| (format!("Jetsource-Meta-K{i}"), "v".to_string()))
         .collect();
     let many: Vec<(&str, &str)> = many.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let reply = send_with(&client, "cmd.person.Register", bob, &many).await;
+    let reply = support::send_with(&client, "cmd.person.Register", bob, &many).await;
     assert_eq!(reply["error"]["code"], "invalid_header", "{reply}");
 }
 

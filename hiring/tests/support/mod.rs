@@ -66,14 +66,29 @@ pub async fn send(
     subject: &str,
     body: serde_json::Value,
 ) -> serde_json::Value {
-    let reply = client
-        .request(
-            subject.to_string(),
-            serde_json::to_vec(&body).unwrap().into(),
-        )
-        .await
-        .unwrap();
-    serde_json::from_slice(&reply.payload).unwrap_or(serde_json::Value::Null)
+    send_with(client, subject, body, &[]).await
+}
+
+/// [`send`] with `headers` (none: a plain request without a header block).
+pub async fn send_with(
+    client: &async_nats::Client,
+    subject: &str,
+    body: serde_json::Value,
+    headers: &[(&str, &str)],
+) -> serde_json::Value {
+    let payload = serde_json::to_vec(&body).unwrap().into();
+    let reply = if headers.is_empty() {
+        client.request(subject.to_string(), payload).await
+    } else {
+        let mut h = async_nats::HeaderMap::new();
+        for (name, value) in headers {
+            h.insert(*name, *value);
+        }
+        client
+            .request_with_headers(subject.to_string(), h, payload)
+            .await
+    };
+    serde_json::from_slice(&reply.unwrap().payload).unwrap_or(serde_json::Value::Null)
 }
 
 /// Organization `acme` with open position `eng`, and person `ada`: what a hire needs.
