@@ -322,7 +322,7 @@ async fn limits_are_refused_before_anything_is_sent() {
 }
 
 #[tokio::test]
-async fn a_ten_thousand_event_aggregate_loads_whole_and_streams() {
+async fn a_ten_thousand_event_aggregate_loads_whole_and_streams_leaving_no_consumer() {
     let server = TestServer::start_with(jetsource::nats_server::Durability::Fast);
     let store = open_store(&server).await;
     let mut position = Position::default();
@@ -355,6 +355,34 @@ async fn a_ten_thousand_event_aggregate_loads_whole_and_streams() {
     assert_eq!(tail[0].version, 9001);
     let streamed = store.stream_aggregate("ledger", "long", 0).count().await;
     assert_eq!(streamed, 10_000);
+
+    // A long read goes on with an ordered consumer after its first page ...
+    let consumers = || async {
+        let mut stream = store.jetstream().get_stream("EVENTS").await.unwrap();
+        stream.info().await.unwrap().state.consumer_count
+    };
+    let mut partial = store.stream_aggregate("ledger", "long", 0);
+    for version in 1..=1500 {
+        assert_eq!(partial.next().await.unwrap().unwrap().version, version);
+    }
+    assert_eq!(consumers().await, 1);
+    // ... which goes away when the read is dropped half-way, and more long reads
+    // at once than a store runs consumers for finish on direct gets.
+    drop(partial);
+    let reads = (0..20).map(|_| store.read_aggregate("ledger", "long", 0));
+    for read in futures::future::join_all(reads).await {
+        let read = read.unwrap();
+        assert_eq!(read.len(), 10_000);
+        assert!(read.windows(2).all(|w| w[1].version == w[0].version + 1));
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while consumers().await != 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a read left its consumer"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test]

@@ -2,13 +2,19 @@
 //!
 //! Run: `cargo run --release --example bench` (add `-- --quick` for a short run;
 //! `-- --telemetry` for the cost of metrics and tracing on the node, exported as
-//! protobuf, or JSON with `--otlp-json`).
+//! protobuf, or JSON with `--otlp-json`; `-- --reads` for the replay and cold-load
+//! rows alone).
+//! Like the `jetsource` binary, it allocates with mimalloc: the allocator is the
+//! application's choice, and the benchmark stands for an application.
 //! The end-to-end part runs the release `jetsource` binary as its own process and
 //! builds it first if it is missing.
 //! It starts its own nats-servers (one `fast`, one `safe` = `sync_interval: always`)
 //! and prints ops/s, p50/p99 latency and the ratio to the raw baseline. The raw
 //! baseline publishes with only the two headers it needs; jetsource's events carry
 //! the full envelope (about ten headers).
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use async_nats::HeaderMap;
 use futures::StreamExt;
@@ -482,19 +488,99 @@ async fn raw_pipelined(store: &EventStore, n: usize) -> Measured {
     }
 }
 
-async fn load(store: &EventStore, events: usize) -> (Measured, Measured, Measured) {
+/// Reads every message on `subject` with raw batched direct gets, a page of
+/// 1,000 at a time; returns how many there were.
+async fn raw_direct_read(client: &async_nats::Client, subject: &str) -> usize {
+    let mut seq = 1u64;
+    let mut got = 0;
+    loop {
+        let inbox = client.new_inbox();
+        let mut sub = client.subscribe(inbox.clone()).await.unwrap();
+        let req = serde_json::json!({"seq": seq, "next_by_subj": subject, "batch": 1000});
+        client
+            .publish_with_reply(
+                "$JS.API.DIRECT.GET.EVENTS",
+                inbox,
+                serde_json::to_vec(&req).unwrap().into(),
+            )
+            .await
+            .unwrap();
+        let mut pending = 0;
+        while let Some(m) = sub.next().await {
+            if m.status.is_some() {
+                pending = m
+                    .headers
+                    .as_ref()
+                    .and_then(|h| h.get("Nats-Num-Pending"))
+                    .and_then(|v| v.as_str().parse().ok())
+                    .unwrap_or(0);
+                break;
+            }
+            seq = stream_seq(&m) + 1;
+            got += 1;
+        }
+        if pending == 0 {
+            return got;
+        }
+    }
+}
+
+/// Reads every message on `subject` with a raw ordered consumer (made for the
+/// read, as jetsource's long reads make theirs); returns how many there were.
+async fn raw_ordered_read(store: &EventStore, subject: &str) -> usize {
+    use async_nats::jetstream::consumer::pull;
+    let stream = store
+        .jetstream()
+        .get_stream_no_info("EVENTS")
+        .await
+        .unwrap();
+    let consumer = stream
+        .create_consumer(pull::OrderedConfig {
+            filter_subject: subject.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut messages = consumer.messages().await.unwrap();
+    let mut got = 0;
+    while let Some(m) = messages.next().await {
+        got += 1;
+        if m.unwrap().info().unwrap().pending == 0 {
+            return got;
+        }
+    }
+    got
+}
+
+/// Times `runs` of `read`, each returning how many events it read (`expect`).
+async fn time_reads<F, Fut>(runs: usize, expect: usize, mut read: F) -> Measured
+where
+    F: FnMut(usize) -> Fut,
+    Fut: std::future::Future<Output = usize>,
+{
+    let mut lat = Vec::new();
+    let start = Instant::now();
+    for run in 0..runs {
+        let t = Instant::now();
+        assert_eq!(read(run).await, expect);
+        lat.push(t.elapsed());
+    }
+    Measured {
+        ops: runs,
+        elapsed: start.elapsed(),
+        latencies: lat,
+    }
+}
+
+/// Full replay of one aggregate of `events` events: the raw reads (batched
+/// direct gets; an ordered consumer), `Repository::load` without a snapshot, and
+/// with one.
+async fn load(store: &EventStore, events: usize) -> [Measured; 4] {
     let id = "long";
     let mut position = Position::default();
     for chunk in 0..events.div_ceil(1000) {
         let batch: Vec<_> = (0..1000.min(events - chunk * 1000))
-            .map(|_| {
-                jetsource::encode_event(
-                    &AccountEvent::Deposited { amount: 1 },
-                    store.config().codec,
-                    &Metadata::default(),
-                )
-                .unwrap()
-            })
+            .map(|_| deposit(store))
             .collect();
         let expected = if chunk == 0 {
             ExpectedVersion::NoStream
@@ -508,51 +594,10 @@ async fn load(store: &EventStore, events: usize) -> (Measured, Measured, Measure
             .position();
     }
     let runs = 10;
+    let subject = format!("events.account.{id}");
     let client = store.client().clone();
-    let mut lat = Vec::new();
-    let start = Instant::now();
-    for _ in 0..runs {
-        let t = Instant::now();
-        let mut seq = 1u64;
-        let mut got = 0;
-        loop {
-            let inbox = client.new_inbox();
-            let mut sub = client.subscribe(inbox.clone()).await.unwrap();
-            let req = serde_json::json!({"seq": seq, "next_by_subj": "events.account.long", "batch": 1000});
-            client
-                .publish_with_reply(
-                    "$JS.API.DIRECT.GET.EVENTS",
-                    inbox,
-                    serde_json::to_vec(&req).unwrap().into(),
-                )
-                .await
-                .unwrap();
-            let mut pending = 0;
-            while let Some(m) = sub.next().await {
-                if m.status.is_some() {
-                    pending = m
-                        .headers
-                        .as_ref()
-                        .and_then(|h| h.get("Nats-Num-Pending"))
-                        .and_then(|v| v.as_str().parse().ok())
-                        .unwrap_or(0);
-                    break;
-                }
-                seq = stream_seq(&m) + 1;
-                got += 1;
-            }
-            if pending == 0 {
-                break;
-            }
-        }
-        assert_eq!(got, events);
-        lat.push(t.elapsed());
-    }
-    let raw = Measured {
-        ops: runs,
-        elapsed: start.elapsed(),
-        latencies: lat,
-    };
+    let direct = time_reads(runs, events, |_| raw_direct_read(&client, &subject)).await;
+    let ordered = time_reads(runs, events, |_| raw_ordered_read(store, &subject)).await;
     let plain = Repository::<Account>::new(store.clone(), RepositoryConfig::default());
     let full = time_loads(&plain, id, runs, events).await;
     // A snapshot every 1,000 events: the load reads the snapshot and nothing after it.
@@ -574,7 +619,84 @@ async fn load(store: &EventStore, events: usize) -> (Measured, Measured, Measure
             .await
             .unwrap();
     let snapped = time_loads(&fresh, id, runs, events).await;
-    (raw, full, snapped)
+    [direct, ordered, full, snapped]
+}
+
+fn deposit(store: &EventStore) -> jetsource::NewEvent {
+    jetsource::encode_event(
+        &AccountEvent::Deposited { amount: 1 },
+        store.config().codec,
+        &Metadata::default(),
+    )
+    .unwrap()
+}
+
+/// The read rows: a full replay and cold loads, each beside its raw read.
+async fn replay_rows(store: &EventStore, events: usize) {
+    let [direct, ordered, full, snapped] = load(store, events).await;
+    row(
+        &format!("raw: direct-get read of {events} events"),
+        &direct,
+        None,
+    );
+    row("raw: ordered-consumer read of them", &ordered, None);
+    row(
+        "jetsource: Repository::load (decode + apply)",
+        &full,
+        Some(&ordered),
+    );
+    row("jetsource: load from a snapshot", &snapped, Some(&ordered));
+    let (raw, cold) = cold_loads(store, 500, 20).await;
+    row("raw: direct get of 20 events among 10,000", &raw, None);
+    row(
+        "jetsource: cold Repository::load of them",
+        &cold,
+        Some(&raw),
+    );
+}
+
+/// Cold loads: `aggregates` aggregates of `per` events written round by round,
+/// so each one's events lie `aggregates` apart in the stream; then each of 200 is
+/// loaded once by a repository that has never seen it, beside a raw batched
+/// direct get of the same events.
+async fn cold_loads(store: &EventStore, aggregates: usize, per: usize) -> (Measured, Measured) {
+    let mut positions = vec![Position::default(); aggregates];
+    for _ in 0..per {
+        let appends = positions.iter().enumerate().map(|(a, p)| {
+            let expected = match p.version {
+                0 => ExpectedVersion::NoStream,
+                _ => ExpectedVersion::Exact(*p),
+            };
+            store.append(Append::new(
+                "account",
+                format!("cold{a}"),
+                expected,
+                vec![deposit(store)],
+            ))
+        });
+        let acked = futures::future::join_all(appends).await;
+        for (p, ack) in positions.iter_mut().zip(acked) {
+            *p = ack.unwrap().position();
+        }
+    }
+    let sample = 200.min(aggregates / 2);
+    let client = store.client().clone();
+    let raw = time_reads(sample, per, |i| {
+        let subject = format!("events.account.cold{i}");
+        let client = client.clone();
+        async move { raw_direct_read(&client, &subject).await }
+    })
+    .await;
+    let repo = Repository::<Account>::new(store.clone(), RepositoryConfig::default());
+    let ours = time_reads(sample, per, |i| {
+        let repo = &repo;
+        async move {
+            let loaded = repo.load(&format!("cold{}", sample + i)).await.unwrap();
+            loaded.position.version as usize
+        }
+    })
+    .await;
+    (raw, ours)
 }
 
 async fn time_loads(repo: &Repository<Account>, id: &str, runs: usize, events: usize) -> Measured {
@@ -1256,6 +1378,10 @@ async fn main() {
             telemetry_cost(&server, &store, durability, per_agg).await;
             continue;
         }
+        if std::env::args().any(|a| a == "--reads") {
+            replay_rows(&store, load_n).await;
+            continue;
+        }
         if node_only {
             let mut node = node_rows(&server, &store, durability, per_agg, None).await;
             let _ = node.kill();
@@ -1365,18 +1491,7 @@ async fn main() {
                 "",
                 projected.rate() / ordered.rate()
             );
-            let (raw, full, snapped) = load(&store, load_n).await;
-            row(
-                &format!("raw: direct-get load of {load_n} events"),
-                &raw,
-                None,
-            );
-            row(
-                "jetsource: Repository::load (decode + apply)",
-                &full,
-                Some(&raw),
-            );
-            row("jetsource: load from a snapshot", &snapped, Some(&raw));
         }
+        replay_rows(&store, load_n).await;
     }
 }

@@ -173,27 +173,25 @@ impl Metadata {
         }
     }
 
-    fn read(h: &HeaderMap) -> Metadata {
-        let get = |name: &str| h.get(name).map(|v| v.as_str().to_string());
-        let mut custom = BTreeMap::new();
-        for (name, values) in h.iter() {
-            let name: &str = name.as_ref();
-            if let Some(key) = strip_prefix_ignore_case(name, headers::META_PREFIX) {
-                if let Some(v) = values.first() {
-                    custom.insert(key.to_string(), v.as_str().to_string());
+    /// Takes the header `name` if it is one of the metadata's.
+    fn take(&mut self, name: &str, value: &str) {
+        let slot = match name {
+            headers::CORRELATION_ID => &mut self.correlation_id,
+            headers::CAUSATION_ID => &mut self.causation_id,
+            headers::ACTOR => &mut self.actor,
+            headers::ON_BEHALF_OF => &mut self.on_behalf_of,
+            headers::COMMAND_ID => &mut self.command_id,
+            headers::TRACEPARENT => &mut self.traceparent,
+            headers::TRACESTATE => &mut self.tracestate,
+            _ => match strip_prefix_ignore_case(name, headers::META_PREFIX) {
+                Some(key) => {
+                    self.custom.insert(key.to_string(), value.to_string());
+                    return;
                 }
-            }
-        }
-        Metadata {
-            correlation_id: get(headers::CORRELATION_ID),
-            causation_id: get(headers::CAUSATION_ID),
-            actor: get(headers::ACTOR),
-            on_behalf_of: get(headers::ON_BEHALF_OF),
-            command_id: get(headers::COMMAND_ID),
-            custom,
-            traceparent: get(headers::TRACEPARENT),
-            tracestate: get(headers::TRACESTATE),
-        }
+                None => return,
+            },
+        };
+        *slot = Some(value.to_string());
     }
 }
 
@@ -321,23 +319,41 @@ impl RecordedEvent {
         stored_at: Option<DateTime<Utc>>,
     ) -> Result<RecordedEvent, MalformedEvent> {
         let bad = |reason: String| MalformedEvent { seq, reason };
-        let need = |name: &str| {
-            h.get(name)
-                .map(|v| v.as_str().to_string())
-                .ok_or_else(|| bad(format!("missing header {name}")))
-        };
-        let parse_u64 = |name: &str| -> Result<u64, MalformedEvent> {
-            need(name)?
+        // One pass over the map, comparing names: a hashed lookup per field copied
+        // and hashed each name again, for every event of every read.
+        let mut metadata = Metadata::default();
+        let mut envelope: [Option<&str>; 6] = [None; 6];
+        const FIELDS: [&str; 6] = [
+            headers::CONTENT_TYPE,
+            headers::EVENT_ID,
+            headers::OCCURRED_AT,
+            headers::VERSION,
+            headers::EVENT_TYPE,
+            headers::SCHEMA,
+        ];
+        for (name, values) in h.iter() {
+            let (name, Some(value)) = (name.as_ref(), values.first()) else {
+                continue;
+            };
+            match FIELDS.iter().position(|f| *f == name) {
+                Some(i) => envelope[i] = Some(value.as_str()),
+                None => metadata.take(name, value.as_str()),
+            }
+        }
+        let need =
+            |i: usize| envelope[i].ok_or_else(|| bad(format!("missing header {}", FIELDS[i])));
+        let parse_u64 = |i: usize| -> Result<u64, MalformedEvent> {
+            need(i)?
                 .parse()
-                .map_err(|_| bad(format!("header {name} is not a number")))
+                .map_err(|_| bad(format!("header {} is not a number", FIELDS[i])))
         };
-        let content_type = need(headers::CONTENT_TYPE)?;
-        let codec = Codec::from_content_type(&content_type)
+        let content_type = need(0)?;
+        let codec = Codec::from_content_type(content_type)
             .ok_or_else(|| bad(format!("unknown content type {content_type:?}")))?;
-        let event_id = need(headers::EVENT_ID)?
+        let event_id = need(1)?
             .parse()
             .map_err(|_| bad("event id is not a UUID".into()))?;
-        let occurred_at = DateTime::parse_from_rfc3339(&need(headers::OCCURRED_AT)?)
+        let occurred_at = DateTime::parse_from_rfc3339(need(2)?)
             .map_err(|_| bad("occurred-at is not RFC 3339".into()))?
             .with_timezone(&Utc);
         Ok(RecordedEvent {
@@ -345,15 +361,15 @@ impl RecordedEvent {
             subject: subject.to_string(),
             aggregate: aggregate.to_string(),
             aggregate_id: aggregate_id.to_string(),
-            version: parse_u64(headers::VERSION)?,
+            version: parse_u64(3)?,
             event_id,
-            event_type: need(headers::EVENT_TYPE)?,
-            schema: parse_u64(headers::SCHEMA)? as u32,
+            event_type: need(4)?.to_string(),
+            schema: parse_u64(5)? as u32,
             occurred_at,
             stored_at,
             codec,
             payload,
-            metadata: Metadata::read(h),
+            metadata,
         })
     }
 

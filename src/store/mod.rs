@@ -116,6 +116,9 @@ struct Inner {
     metrics: crate::telemetry::metrics::Appends,
     /// Single-event appends published directly and not yet acknowledged.
     direct_in_flight: std::sync::atomic::AtomicUsize,
+    /// Ordered consumers reading long reads now: at most
+    /// [`read::LONG_READS`], so requests cannot pile consumers up on the server.
+    long_reads: Arc<tokio::sync::Semaphore>,
 }
 
 /// The JetStream event store. Cheap to clone; clones share one connection, one
@@ -173,6 +176,7 @@ impl EventStore {
             counters: Counters::default(),
             metrics: crate::telemetry::metrics::Appends::new(),
             direct_in_flight: Default::default(),
+            long_reads: Arc::new(tokio::sync::Semaphore::new(read::LONG_READS)),
             config,
         });
         let group = group_commit::start(inner.config.group_commit.clone());

@@ -104,7 +104,9 @@ pub(crate) struct Connection {
 fn parse_header_block(block: &[u8]) -> (HeaderMap, Option<StatusCode>, Option<String>) {
     let text = String::from_utf8_lossy(block);
     let mut lines = text.lines().peekable();
-    let mut headers = HeaderMap::new();
+    // Sized for every line up front: growing the map from empty rehashed it two
+    // or three times per message.
+    let mut headers = HeaderMap::with_capacity(memchr::memchr_iter(b'\n', block).count());
     let Some(suffix) = lines
         .next()
         .and_then(|version| version.strip_prefix("NATS/1.0"))
@@ -134,12 +136,18 @@ fn parse_header_block(block: &[u8]) -> (HeaderMap, Option<StatusCode>, Option<St
             warn!("malformed header line skipped");
             continue;
         };
-        // A value may be folded onto continuation lines that start with whitespace.
-        let mut value = value.trim_start().to_owned();
-        while let Some(v) = lines.next_if(|s| s.starts_with(char::is_whitespace)) {
-            value.push_str(v);
-        }
-        value.truncate(value.trim_end().len());
+        // A value may be folded onto continuation lines that start with whitespace;
+        // an unfolded one (all but never) is copied once, straight into its value.
+        let folded = lines.peek().is_some_and(|s| s.starts_with(char::is_whitespace));
+        let value = if folded {
+            let mut value = value.trim_start().to_owned();
+            while let Some(v) = lines.next_if(|s| s.starts_with(char::is_whitespace)) {
+                value.push_str(v);
+            }
+            std::borrow::Cow::Owned(value.trim_end().to_owned())
+        } else {
+            std::borrow::Cow::Borrowed(value.trim())
+        };
         // A bare `\r` inside a value would fail `HeaderValue`'s check (and its
         // `From<String>` asserts), so such a line is skipped too.
         match HeaderValue::from_str(&value) {

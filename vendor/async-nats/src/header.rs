@@ -131,6 +131,13 @@ impl HeaderMap {
         HeaderMap::default()
     }
 
+    /// An empty map with room for `capacity` names.
+    pub(crate) fn with_capacity(capacity: usize) -> Self {
+        HeaderMap {
+            inner: HashMap::with_capacity(capacity),
+        }
+    }
+
     /// Returns true if the map contains no elements.
     ///
     /// # Examples
