@@ -3,7 +3,8 @@
 //! Run: `cargo run --release --example bench` (add `-- --quick` for a short run;
 //! `-- --telemetry` for the cost of metrics and tracing on the node, exported as
 //! protobuf, or JSON with `--otlp-json`; `-- --reads` for the replay and cold-load
-//! rows alone).
+//! rows alone; `-- --memory` for what idempotency costs the server per command,
+//! at 1,000,000 commands).
 //! Like the `jetsource` binary, it allocates with mimalloc: the allocator is the
 //! application's choice, and the benchmark stands for an application.
 //! The end-to-end part runs the release `jetsource` binary as its own process and
@@ -281,6 +282,104 @@ async fn grouped(
         })
         .collect();
     gather(handles, start).await
+}
+
+/// nats-server's resident memory now, in MiB.
+fn rss_mib(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            let line = s.lines().find(|l| l.starts_with("VmRSS:"))?.to_string();
+            line.split_whitespace().nth(1)?.parse::<f64>().ok()
+        })
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+/// What idempotency costs the server: `total` single-event appends, each with its
+/// own command id (so each leaves a `Nats-Msg-Id` in the stream's duplicate
+/// window, as a node's command does), from 256 tasks through group commit, on a
+/// server whose duplicate window is `window`. Prints nats-server's RSS as they go
+/// in; it stops growing once the window is full, at about the rate times the
+/// window times the bytes an entry costs.
+async fn server_memory(total: usize, window: Duration) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let server = TestServer::start_with(Durability::Fast);
+    let pid = server.pid().expect("the server's pid");
+    let config = StoreConfig {
+        duplicate_window: window,
+        group_commit: jetsource::store::GroupCommitConfig::for_durability(Durability::Fast),
+        ..Default::default()
+    };
+    let store = EventStore::open(jetsource::connect(&server.url()).await.unwrap(), config)
+        .await
+        .unwrap();
+    let before = rss_mib(pid);
+    let stored = Arc::new(AtomicUsize::new(0));
+    let tasks = 256;
+    let start = Instant::now();
+    let handles: Vec<_> = (0..tasks)
+        .map(|t| {
+            let (store, stored) = (store.clone(), stored.clone());
+            tokio::spawn(async move {
+                let mut pos: Option<Position> = None;
+                for i in 0..total / tasks {
+                    let meta = Metadata::default().with_command_id(format!("c{t}-{i}"));
+                    let event = jetsource::encode_event(
+                        &AccountEvent::Deposited { amount: 1 },
+                        store.config().codec,
+                        &meta,
+                    )
+                    .unwrap();
+                    let expected = pos.map_or(ExpectedVersion::NoStream, ExpectedVersion::Exact);
+                    let append = Append::new("account", format!("m{t}"), expected, vec![event]);
+                    pos = Some(store.append_grouped(append).await.unwrap().position());
+                    stored.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    let mut next_mark = total / 4;
+    let mut peak = before;
+    while stored.load(Ordering::Relaxed) < total / tasks * tasks {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        peak = peak.max(rss_mib(pid));
+        let n = stored.load(Ordering::Relaxed);
+        if n >= next_mark {
+            println!(
+                "  {:>9} commands in {:>5.1} s: nats-server RSS {:>7.1} MiB",
+                n,
+                start.elapsed().as_secs_f64(),
+                rss_mib(pid)
+            );
+            next_mark += total / 4;
+        }
+    }
+    for h in handles {
+        h.await.unwrap();
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let rate = total as f64 / elapsed;
+    let in_window = (rate * window.as_secs_f64()).min(total as f64);
+    println!(
+        "  window {:>4} s: {:.0} commands/s, peak RSS {:.1} MiB over {:.1} MiB at start: \
+         {:.0} bytes per command in the window ({:.0} of them), {:.0} per command overall",
+        window.as_secs(),
+        rate,
+        peak,
+        before,
+        (peak - before) * 1048576.0 / in_window,
+        in_window,
+        (peak - before) * 1048576.0 / total as f64,
+    );
+    // Idle past the window and the server's 10 s block-cache expiry: what the
+    // commands leave behind for good.
+    let idle = window + Duration::from_secs(15);
+    tokio::time::sleep(idle).await;
+    println!(
+        "  {:.0} s idle after: nats-server RSS {:.1} MiB",
+        idle.as_secs_f64(),
+        rss_mib(pid)
+    );
 }
 
 /// The release `jetsource` binary beside this example, built if missing.
@@ -1155,6 +1254,7 @@ async fn node_rows(
     durability: Durability,
     per_agg: usize,
     raw: Option<&Measured>,
+    in_process: Option<&Measured>,
 ) -> std::process::Child {
     let node = std::process::Command::new(node_binary())
         .args([
@@ -1192,6 +1292,13 @@ async fn node_rows(
         &e2e,
         raw,
     );
+    if let Some(in_process) = in_process {
+        println!(
+            "  {:<44} {:.2}x the in-process Repository::execute",
+            "",
+            e2e.rate() / in_process.rate()
+        );
+    }
     let with_ids = end_to_end(
         store.client(),
         &format!("ids-{durability}"),
@@ -1360,6 +1467,14 @@ async fn main() {
         jetsource::nats_server::PINNED_VERSION,
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
+    if std::env::args().any(|a| a == "--memory") {
+        let total = if quick { 200_000 } else { 1_000_000 };
+        println!("\n== server memory per command (fast) ==");
+        for window in [10, 60] {
+            server_memory(total, Duration::from_secs(window)).await;
+        }
+        return;
+    }
     if std::env::args().any(|a| a == "--queries") {
         let people = if quick { 20_000 } else { 100_000 };
         query_rows(people).await;
@@ -1383,7 +1498,7 @@ async fn main() {
             continue;
         }
         if node_only {
-            let mut node = node_rows(&server, &store, durability, per_agg, None).await;
+            let mut node = node_rows(&server, &store, durability, per_agg, None, None).await;
             let _ = node.kill();
             let _ = node.wait();
             continue;
@@ -1432,7 +1547,7 @@ async fn main() {
                 g.rate() * events as f64
             );
         }
-        let mut node = node_rows(&server, &store, durability, per_agg, Some(&raw)).await;
+        let mut node = node_rows(&server, &store, durability, per_agg, Some(&raw), Some(&js)).await;
         let flows = if quick { 100 } else { 400 };
         let direct = hiring(store.client(), &format!("hd-{durability}"), flows, true).await;
         row(

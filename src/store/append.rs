@@ -8,12 +8,10 @@
 
 use super::envelope::{headers, names, NewEvent};
 use super::mux::ReplyMux;
-use super::stream::api_error;
 use crate::error::Error;
 use crate::subjects::{validate_aggregate_name, validate_id, InvalidToken};
 use async_nats::{Client, HeaderMap};
 use bytes::Bytes;
-use serde_json::Value;
 use std::fmt;
 use std::time::Duration;
 
@@ -356,7 +354,7 @@ fn classify(
     if reply.payload.is_empty() {
         return Ok(None);
     }
-    let v: Value = serde_json::from_slice(&reply.payload).map_err(|e| {
+    let ack: PubAck = serde_json::from_slice(&reply.payload).map_err(|e| {
         AppendError::with_source(
             AppendErrorKind::Store {
                 code: 0,
@@ -365,7 +363,12 @@ fn classify(
             e,
         )
     })?;
-    if let Some((code, description)) = api_error(&v) {
+    if let Some(PubAckError {
+        err_code: code,
+        description,
+    }) = ack.error
+    {
+        let description = description.unwrap_or_else(|| "unknown error".into());
         return Err(AppendError::new(match code {
             10071 | 10164 => AppendErrorKind::Conflict {
                 expected: expected.unwrap_or(0),
@@ -376,9 +379,27 @@ fn classify(
         }));
     }
     Ok(Some(Ack {
-        last_seq: v["seq"].as_u64().unwrap_or(0),
-        duplicate: v["duplicate"].as_bool().unwrap_or(false),
+        last_seq: ack.seq,
+        duplicate: ack.duplicate,
     }))
+}
+
+/// The parts of a pub ack an append reads (other fields are ignored): parsed
+/// straight into this, not through a JSON tree, once per append.
+#[derive(serde::Deserialize)]
+struct PubAck {
+    #[serde(default)]
+    seq: u64,
+    #[serde(default)]
+    duplicate: bool,
+    error: Option<PubAckError>,
+}
+
+#[derive(serde::Deserialize)]
+struct PubAckError {
+    #[serde(default)]
+    err_code: u64,
+    description: Option<String>,
 }
 
 /// Sends `msgs` as one atomic unit and waits for the pub ack.
