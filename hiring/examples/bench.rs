@@ -284,15 +284,9 @@ async fn grouped(
     gather(handles, start).await
 }
 
-/// nats-server's resident memory now, in MiB.
+/// A process's resident memory now, in MiB.
 fn rss_mib(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            let line = s.lines().find(|l| l.starts_with("VmRSS:"))?.to_string();
-            line.split_whitespace().nth(1)?.parse::<f64>().ok()
-        })
-        .map_or(f64::NAN, |kb| kb / 1024.0)
+    status_mib(pid, "VmRSS:")
 }
 
 /// What idempotency costs the server: `total` single-event appends, each with its
@@ -420,17 +414,16 @@ fn cpu_seconds(pid: u32) -> f64 {
 }
 
 fn peak_rss_mib(pid: u32) -> f64 {
+    status_mib(pid, "VmHWM:")
+}
+
+/// One kB field of `/proc/<pid>/status` (`VmRSS:`, `VmHWM:`), in MiB.
+fn status_mib(pid: u32, field: &str) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .map(str::to_string)
-        })
-        .and_then(|l| {
-            l.split_whitespace()
-                .nth(1)
-                .and_then(|kb| kb.parse::<f64>().ok())
+            let line = s.lines().find(|l| l.starts_with(field))?.to_string();
+            line.split_whitespace().nth(1)?.parse::<f64>().ok()
         })
         .map_or(f64::NAN, |kb| kb / 1024.0)
 }
@@ -799,19 +792,10 @@ async fn cold_loads(store: &EventStore, aggregates: usize, per: usize) -> (Measu
 }
 
 async fn time_loads(repo: &Repository<Account>, id: &str, runs: usize, events: usize) -> Measured {
-    let mut lat = Vec::new();
-    let start = Instant::now();
-    for _ in 0..runs {
-        let t = Instant::now();
-        let loaded = repo.load(id).await.unwrap();
-        assert_eq!(loaded.position.version as usize, events);
-        lat.push(t.elapsed());
-    }
-    Measured {
-        ops: runs,
-        elapsed: start.elapsed(),
-        latencies: lat,
-    }
+    time_reads(runs, events, |_| async move {
+        repo.load(id).await.unwrap().position.version as usize
+    })
+    .await
 }
 
 /// Writes `persons` people with `per_person` events each (a registration, then

@@ -226,10 +226,10 @@ impl Cursor {
         if pending == 0 || messages.is_empty() {
             self.done = true;
         }
-        for msg in messages {
-            let (seq, stored_at) = stored_position(&msg)?;
-            let subject = header(&msg, "Nats-Subject").unwrap_or_default().to_string();
-            if !self.take(&subject, msg, seq, stored_at) {
+        for msg in &messages {
+            let (seq, stored_at) = stored_position(msg)?;
+            let subject = header(msg, "Nats-Subject").unwrap_or_default();
+            if !self.take(subject, msg, seq, stored_at) {
                 break;
             }
         }
@@ -268,9 +268,7 @@ impl Cursor {
             if pending == 0 {
                 self.done = true;
             }
-            let (msg, _) = msg.split();
-            let subject = msg.subject.to_string();
-            if !self.take(&subject, msg, seq, Some(stored_at)) || self.done {
+            if !self.take(&msg.subject, &msg, seq, Some(stored_at)) || self.done {
                 break;
             }
         }
@@ -286,7 +284,7 @@ impl Cursor {
     fn take(
         &mut self,
         subject: &str,
-        msg: Message,
+        msg: &Message,
         seq: u64,
         stored_at: Option<DateTime<Utc>>,
     ) -> bool {
@@ -505,9 +503,7 @@ impl EventStore {
         let Some(msg) = messages.pop() else {
             return Ok(None);
         };
-        let (seq, stored_at) = stored_position(&msg)?;
-        let subject = header(&msg, "Nats-Subject").unwrap_or_default().to_string();
-        let event = self.to_event(&subject, msg, seq, stored_at)?;
+        let event = self.direct_event(&msg)?;
         Ok(Some(Position {
             seq: event.seq,
             version: event.version,
@@ -532,20 +528,24 @@ impl EventStore {
     pub async fn read_seq(&self, seq: u64) -> Result<Option<RecordedEvent>, ReadError> {
         let (mut messages, _) = self.direct_get(&json!({"seq": seq}), false).await?;
         match messages.pop() {
-            Some(msg) => {
-                let (seq, stored_at) = stored_position(&msg)?;
-                let subject = header(&msg, "Nats-Subject").unwrap_or_default().to_string();
-                self.to_event(&subject, msg, seq, stored_at).map(Some)
-            }
+            Some(msg) => self.direct_event(&msg).map(Some),
             None => Ok(None),
         }
+    }
+
+    /// Parses a direct get's reply (its position and subject in its headers) into
+    /// an event.
+    fn direct_event(&self, msg: &Message) -> Result<RecordedEvent, ReadError> {
+        let (seq, stored_at) = stored_position(msg)?;
+        let subject = header(msg, "Nats-Subject").unwrap_or_default();
+        self.to_event(subject, msg, seq, stored_at)
     }
 
     /// Parses a message stored on `subject` into an event.
     fn to_event(
         &self,
         subject: &str,
-        msg: Message,
+        msg: &Message,
         seq: u64,
         stored_at: Option<DateTime<Utc>>,
     ) -> Result<RecordedEvent, ReadError> {
