@@ -4,7 +4,8 @@
 //! `-- --telemetry` for the cost of metrics and tracing on the node, exported as
 //! protobuf, or JSON with `--otlp-json`; `-- --reads` for the replay and cold-load
 //! rows alone; `-- --memory` for what idempotency costs the server per command,
-//! at 1,000,000 commands).
+//! at 1,000,000 commands; `-- --hot` for one organization with 10,000 positions
+//! and its view's lag).
 //! Like the `jetsource` binary, it allocates with mimalloc: the allocator is the
 //! application's choice, and the benchmark stands for an application.
 //! The end-to-end part runs the release `jetsource` binary as its own process and
@@ -1435,6 +1436,133 @@ async fn telemetry_cost(
     );
 }
 
+/// A hot aggregate: one organization opens `positions` positions, sent by 16
+/// clients as fast as the node accepts them, while `project organizations` keeps
+/// its view. Every 20 ms the view's checkpoint is read; a sample's lag is the age
+/// of the oldest acknowledged event the view has not applied yet. Prints the
+/// commands' rate, the lag's p50/p99/max and how long the view took to apply the
+/// last event after its ack.
+async fn hot_aggregate(
+    server: &TestServer,
+    store: &EventStore,
+    durability: Durability,
+    positions: usize,
+) {
+    use hiring::{Organization, OrganizationCommand as O};
+    use jetsource::client::{Client, CommandOptions};
+    let spawn = |args: &[&str]| {
+        let url = server.url();
+        let durability = durability.to_string();
+        let mut all = args.to_vec();
+        all.extend(["--nats-url", &url, "--log-level", "warn"]);
+        if args[0] == "node" {
+            all.extend(["--durability", &durability]);
+        }
+        std::process::Command::new(node_binary())
+            .args(&all)
+            .spawn()
+            .expect("start a jetsource process")
+    };
+    let mut node = spawn(&["node"]);
+    let mut projection = spawn(&["project", "organizations"]);
+    wait_for_service(store.client()).await;
+    let client = Client::new(store.client().clone(), jetsource::Subjects::default());
+    let opts = CommandOptions::default();
+    let org = format!("hot-{durability}");
+    let register = O::Register { name: "Hot".into() };
+    client
+        .execute::<Organization>(&org, &register, &opts)
+        .await
+        .unwrap();
+
+    let acks = Arc::new(std::sync::Mutex::new(Vec::with_capacity(positions)));
+    // The last acknowledged sequence, once every command is sent.
+    let target = Arc::new(std::sync::atomic::AtomicU64::new(u64::MAX));
+    let sampler = {
+        let (store, target) = (store.clone(), target.clone());
+        tokio::spawn(async move {
+            let mut samples = Vec::new();
+            loop {
+                let applied = jetsource::projection::storage::applied(&store, "view_organizations")
+                    .await
+                    .unwrap_or(0);
+                samples.push((Instant::now(), applied));
+                if applied >= target.load(std::sync::atomic::Ordering::SeqCst) {
+                    return samples;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+    let start = Instant::now();
+    let senders: Vec<_> = (0..16)
+        .map(|k| {
+            let (client, opts, org, acks) =
+                (client.clone(), opts.clone(), org.clone(), acks.clone());
+            tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                for i in (k..positions).step_by(16) {
+                    let open = O::OpenPosition {
+                        position_id: format!("p{i}"),
+                        title: "Engineer".into(),
+                    };
+                    let t = Instant::now();
+                    let ack = client
+                        .execute::<Organization>(&org, &open, &opts)
+                        .await
+                        .unwrap();
+                    latencies.push(t.elapsed());
+                    acks.lock().unwrap().push((ack.seq, Instant::now()));
+                }
+                latencies
+            })
+        })
+        .collect();
+    let sent = gather(senders, start).await;
+    let last_ack = Instant::now();
+    let mut acks = std::mem::take(&mut *acks.lock().unwrap());
+    acks.sort();
+    let last = acks.last().map_or(0, |(seq, _)| *seq);
+    target.store(last, std::sync::atomic::Ordering::SeqCst);
+    let samples = sampler.await.unwrap();
+    // A sample's lag: the age of the first acknowledged event past the checkpoint.
+    let lags: Vec<Duration> = samples
+        .iter()
+        .map(|(t, applied)| {
+            let next = acks.partition_point(|(seq, _)| seq <= applied);
+            match acks.get(next) {
+                Some((_, acked)) if acked <= t => t.duration_since(*acked),
+                _ => Duration::ZERO,
+            }
+        })
+        .collect();
+    let drained = samples
+        .last()
+        .map_or(Duration::ZERO, |(t, _)| t.duration_since(last_ack));
+    row(
+        &format!("node: {positions} positions on 1 organization"),
+        &sent,
+        None,
+    );
+    let lag = Measured {
+        ops: lags.len(),
+        elapsed: start.elapsed(),
+        latencies: lags,
+    };
+    println!(
+        "  {:<44} view lag p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms; applied the last event {:.0} ms after its ack",
+        "",
+        lag.pct(0.5).as_secs_f64() * 1e3,
+        lag.pct(0.99).as_secs_f64() * 1e3,
+        lag.pct(1.0).as_secs_f64() * 1e3,
+        drained.as_secs_f64() * 1e3
+    );
+    for child in [&mut node, &mut projection] {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
@@ -1475,6 +1603,16 @@ async fn main() {
         println!("\n== durability {durability} ==");
         if std::env::args().any(|a| a == "--telemetry") {
             telemetry_cost(&server, &store, durability, per_agg).await;
+            continue;
+        }
+        if std::env::args().any(|a| a == "--hot") {
+            hot_aggregate(
+                &server,
+                &store,
+                durability,
+                if quick { 2_000 } else { 10_000 },
+            )
+            .await;
             continue;
         }
         if std::env::args().any(|a| a == "--reads") {
@@ -1561,6 +1699,13 @@ async fn main() {
         let _ = saga.wait();
         let _ = node.kill();
         let _ = node.wait();
+        hot_aggregate(
+            &server,
+            &store,
+            durability,
+            if quick { 2_000 } else { 10_000 },
+        )
+        .await;
         if durability == Durability::Fast {
             let (persons, per_person) = if quick { (5_000, 10) } else { (20_000, 10) };
             // On a server of its own, so the stream holds only these events.
