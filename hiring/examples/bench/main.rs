@@ -18,6 +18,8 @@
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+mod report;
+
 use async_nats::HeaderMap;
 use futures::StreamExt;
 use jetsource::nats_server::Durability;
@@ -26,6 +28,7 @@ use jetsource::testing::TestServer;
 use jetsource::{
     Aggregate, DomainEvent, EventStore, Metadata, Repository, RepositoryConfig, StoreConfig,
 };
+use report::{line, note, row, section, Measured};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -74,38 +77,6 @@ impl Aggregate for Account {
 impl jetsource::snapshot::Snapshot for Account {}
 
 const BODY: &[u8] = br#"{"amount":100}"#;
-
-struct Measured {
-    ops: usize,
-    elapsed: Duration,
-    latencies: Vec<Duration>,
-}
-
-impl Measured {
-    fn rate(&self) -> f64 {
-        self.ops as f64 / self.elapsed.as_secs_f64()
-    }
-    fn pct(&self, p: f64) -> Duration {
-        if self.latencies.is_empty() {
-            return Duration::ZERO;
-        }
-        let mut l = self.latencies.clone();
-        l.sort();
-        l[((l.len() as f64 - 1.0) * p).round() as usize]
-    }
-}
-
-fn row(name: &str, m: &Measured, raw: Option<&Measured>) {
-    let ratio = raw
-        .map(|r| format!("{:.2}x raw", m.rate() / r.rate()))
-        .unwrap_or_default();
-    println!(
-        "  {name:<44} {:>9.0} ops/s  p50 {:>8.3} ms  p99 {:>8.3} ms  {ratio}",
-        m.rate(),
-        m.pct(0.50).as_secs_f64() * 1e3,
-        m.pct(0.99).as_secs_f64() * 1e3,
-    );
-}
 
 async fn raw_occ_publish(js: &async_nats::jetstream::Context, subject: String, last: u64) -> u64 {
     let mut h = HeaderMap::new();
@@ -293,12 +264,18 @@ fn rss_mib(pid: u32) -> f64 {
 /// What idempotency costs the server: `total` single-event appends, each with its
 /// own command id (so each leaves a `Nats-Msg-Id` in the stream's duplicate
 /// window, as a node's command does), from 256 tasks through group commit, on a
-/// server whose duplicate window is `window`. Prints nats-server's RSS as they go
-/// in; it stops growing once the window is full, at about the rate times the
-/// window times the bytes an entry costs.
-async fn server_memory(total: usize, window: Duration) {
+/// server whose duplicate window is `window`. Prints nats-server's RSS and live
+/// heap as they go in; the live heap stops growing once the window is full, at
+/// about the rate times the window times the bytes an entry costs. Returns the live heap (MiB) when the
+/// last command is in, and how many commands the window then held.
+async fn server_memory(total: usize, window: Duration) -> (f64, f64) {
     use std::sync::atomic::{AtomicUsize, Ordering};
-    let server = TestServer::start_with(Durability::Fast);
+    let prof = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port");
+    let server =
+        TestServer::start_with_config(Durability::Fast, &format!("prof_port: {}", prof.port()));
+    let prof = prof.to_string();
     let pid = server.pid().expect("the server's pid");
     let config = StoreConfig {
         duplicate_window: window,
@@ -309,6 +286,7 @@ async fn server_memory(total: usize, window: Duration) {
         .await
         .unwrap();
     let before = rss_mib(pid);
+    let live_before = live_heap_mib(&prof).await;
     let stored = Arc::new(AtomicUsize::new(0));
     let tasks = 256;
     let start = Instant::now();
@@ -340,12 +318,13 @@ async fn server_memory(total: usize, window: Duration) {
         peak = peak.max(rss_mib(pid));
         let n = stored.load(Ordering::Relaxed);
         if n >= next_mark {
-            println!(
-                "  {:>9} commands in {:>5.1} s: nats-server RSS {:>7.1} MiB",
+            line(format!(
+                "{:>9} commands in {:>5.1} s: nats-server RSS {:>7.1} MiB, live Go heap {:>6.1} MiB",
                 n,
                 start.elapsed().as_secs_f64(),
-                rss_mib(pid)
-            );
+                rss_mib(pid),
+                live_heap_mib(&prof).await
+            ));
             next_mark += total / 4;
         }
     }
@@ -355,8 +334,18 @@ async fn server_memory(total: usize, window: Duration) {
     let elapsed = start.elapsed().as_secs_f64();
     let rate = total as f64 / elapsed;
     let in_window = (rate * window.as_secs_f64()).min(total as f64);
-    println!(
-        "  window {:>4} s: {:.0} commands/s, peak RSS {:.1} MiB over {:.1} MiB at start: \
+    let live = live_heap_mib(&prof).await;
+    line(format!(
+        "window {:>4} s: live Go heap {:.1} MiB over {:.1} MiB at start: {:.0} bytes per \
+         command in the window, {:.0} per command overall",
+        window.as_secs(),
+        live,
+        live_before,
+        (live - live_before) * 1048576.0 / in_window,
+        (live - live_before) * 1048576.0 / total as f64,
+    ));
+    line(format!(
+        "window {:>4} s: {:.0} commands/s, peak RSS {:.1} MiB over {:.1} MiB at start: \
          {:.0} bytes per command in the window ({:.0} of them), {:.0} per command overall",
         window.as_secs(),
         rate,
@@ -365,16 +354,34 @@ async fn server_memory(total: usize, window: Duration) {
         (peak - before) * 1048576.0 / in_window,
         in_window,
         (peak - before) * 1048576.0 / total as f64,
-    );
+    ));
     // Idle past the window and the server's 10 s block-cache expiry: what the
     // commands leave behind for good.
     let idle = window + Duration::from_secs(15);
     tokio::time::sleep(idle).await;
-    println!(
-        "  {:.0} s idle after: nats-server RSS {:.1} MiB",
+    line(format!(
+        "{:.0} s idle after: nats-server RSS {:.1} MiB, live Go heap {:.1} MiB",
         idle.as_secs_f64(),
-        rss_mib(pid)
-    );
+        rss_mib(pid),
+        live_heap_mib(&prof).await
+    ));
+    (live, in_window)
+}
+
+/// nats-server's live heap: `HeapAlloc` right after a collection, from its
+/// `prof_port` (`/debug/pprof/heap?debug=1&gc=1` ends with the runtime's MemStats).
+/// RSS is more: Go keeps freed pages a while before it gives them back.
+async fn live_heap_mib(prof: &str) -> f64 {
+    let path = "/debug/pprof/heap?debug=1&gc=1";
+    // Twice: objects in a sync.Pool outlive one collection.
+    let _ = jetsource::testing::http_get(prof, path).await;
+    let (_, body) = jetsource::testing::http_get(prof, path)
+        .await
+        .expect("nats-server's profiling port");
+    body.lines()
+        .find_map(|l| l.strip_prefix("# HeapAlloc = "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map_or(0.0, |bytes| bytes / 1048576.0)
 }
 
 /// The release `jetsource` binary beside this example, built if missing.
@@ -814,7 +821,7 @@ async fn query_rows(people: usize) {
     )
     .await
     .unwrap();
-    println!("\n== queries over {people} people (durability fast) ==");
+    section(&format!("queries over {people} people (durability fast)"));
     seed_people(&store, people, 1).await;
     project_directory(&store).await;
     let mut node = std::process::Command::new(node_binary())
@@ -964,13 +971,11 @@ async fn query_rows(people: usize) {
         answered += task.await.unwrap();
     }
     let commands = commands.await.unwrap();
-    println!("  worst mix: 64 clients, {answered} heavy or hostile requests answered in 20 s");
+    line(format!(
+        "worst mix: 64 clients, {answered} heavy or hostile requests answered in 20 s"
+    ));
     row("jetsource: commands during the mix", &commands, None);
-    println!(
-        "  {:<44} {:.0} MiB peak RSS of the node",
-        "",
-        peak_rss_mib(pid)
-    );
+    note(format!("{:.0} MiB peak RSS of the node", peak_rss_mib(pid)));
     let _ = node.kill();
     let _ = node.wait();
 }
@@ -1266,23 +1271,21 @@ async fn node_rows(
         Traced::NONE,
     )
     .await;
-    println!(
-        "  {:<44} CPU per command: node {:.0} us, nats-server {:.0} us",
-        "",
+    note(format!(
+        "CPU per command: node {:.0} us, nats-server {:.0} us",
         (cpu_seconds(node.id()) - node_cpu) * 1e6 / e2e.ops as f64,
         (cpu_seconds(server.pid().unwrap()) - server_cpu) * 1e6 / e2e.ops as f64
-    );
+    ));
     row(
         &format!("jetsource node: 16 clients request/reply (1000 x {per_agg})"),
         &e2e,
         raw,
     );
     if let Some(in_process) = in_process {
-        println!(
-            "  {:<44} {:.2}x the in-process Repository::execute",
-            "",
+        note(format!(
+            "{:.2}x the in-process Repository::execute",
             e2e.rate() / in_process.rate()
-        );
+        ));
     }
     let with_ids = end_to_end(
         store.client(),
@@ -1312,11 +1315,7 @@ async fn node_rows(
     )
     .await;
     row("jetsource node: 16 clients x 8 in flight", &deep, raw);
-    println!(
-        "  {:<44} node peak RSS {:.1} MiB",
-        "",
-        peak_rss_mib(node.id())
-    );
+    note(format!("node peak RSS {:.1} MiB", peak_rss_mib(node.id())));
     node
 }
 
@@ -1416,8 +1415,8 @@ async fn telemetry_cost(
     let off = median(&results[0], |x| x.0);
     for ((name, _, _), rounds) in settings.iter().zip(&results) {
         let rate = median(rounds, |x| x.0);
-        println!(
-            "  {:<44} {:>7.0} cmd/s {:>6.1}% of off  node {:.0} us/cmd  (rounds: {})",
+        line(format!(
+            "{:<44} {:>7.0} cmd/s {:>6.1}% of off  node {:.0} us/cmd  (rounds: {})",
             name,
             rate,
             rate / off * 100.0,
@@ -1427,13 +1426,12 @@ async fn telemetry_cost(
                 .map(|x| format!("{:.0}", x.0))
                 .collect::<Vec<_>>()
                 .join(", ")
-        );
+        ));
     }
-    println!(
-        "  {:<44} {} export requests ({protocol})",
-        "",
+    note(format!(
+        "{} export requests ({protocol})",
         collector.exports()
-    );
+    ));
 }
 
 /// A hot aggregate: one organization opens `positions` positions, sent by 16
@@ -1549,14 +1547,11 @@ async fn hot_aggregate(
         elapsed: start.elapsed(),
         latencies: lags,
     };
-    println!(
-        "  {:<44} view lag p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms; applied the last event {:.0} ms after its ack",
-        "",
+    note(format!("view lag p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms; applied the last event {:.0} ms after its ack",
         lag.pct(0.5).as_secs_f64() * 1e3,
         lag.pct(0.99).as_secs_f64() * 1e3,
         lag.pct(1.0).as_secs_f64() * 1e3,
-        drained.as_secs_f64() * 1e3
-    );
+        drained.as_secs_f64() * 1e3));
     for child in [&mut node, &mut projection] {
         let _ = child.kill();
         let _ = child.wait();
@@ -1565,7 +1560,61 @@ async fn hot_aggregate(
 
 #[tokio::main]
 async fn main() {
-    let quick = std::env::args().any(|a| a == "--quick");
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let report = args
+        .iter()
+        .position(|a| a == "--report")
+        .and_then(|i| args.get(i + 1))
+        .map_or_else(|| "target/bench-report".into(), std::path::PathBuf::from);
+    let heading = machine(quick);
+    println!("{heading}");
+    run(quick).await;
+    match report::write(&report, &heading) {
+        Ok(()) => println!("\nreport: {}", report.join("README.md").display()),
+        Err(e) => eprintln!(
+            "\nthe report could not be written to {}: {e}",
+            report.display()
+        ),
+    }
+}
+
+/// Which run on which machine: the report's first line.
+fn machine(quick: bool) -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|m| m.trim_start_matches([' ', '\t', ':']).to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let memory = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            let kb: f64 = m.lines().next()?.split_whitespace().nth(1)?.parse().ok()?;
+            Some(kb / 1048576.0)
+        })
+        .unwrap_or(0.0);
+    let commit = std::process::Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map_or_else(
+            || "unknown".into(),
+            |o| String::from_utf8_lossy(&o.stdout).trim().to_string(),
+        );
+    format!(
+        "jetsource bench ({}) at {commit}, {}: nats-server {}, {} cores ({cpu}), {memory:.0} GiB",
+        if quick { "quick" } else { "full" },
+        chrono::Utc::now().format("%Y-%m-%d %H:%M UTC"),
+        jetsource::nats_server::PINNED_VERSION,
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    )
+}
+
+async fn run(quick: bool) {
     // Only the node's request/reply rows: for comparing two builds quickly.
     let node_only = std::env::args().any(|a| a == "--node-only");
     let (seq_n, per_agg, pipe_n, load_n, group_per_task) = if quick {
@@ -1573,18 +1622,17 @@ async fn main() {
     } else {
         (10_000, 20, 20_000, 10_000, 40)
     };
-    println!(
-        "jetsource bench ({}), nats-server {}, {} cores",
-        if quick { "quick" } else { "full" },
-        jetsource::nats_server::PINNED_VERSION,
-        std::thread::available_parallelism().map_or(0, |n| n.get())
-    );
     if std::env::args().any(|a| a == "--memory") {
         let total = if quick { 200_000 } else { 1_000_000 };
-        println!("\n== server memory per command (fast) ==");
-        for window in [10, 60] {
-            server_memory(total, Duration::from_secs(window)).await;
-        }
+        section("server memory per command (fast)");
+        let short = server_memory(total, Duration::from_secs(10)).await;
+        let long = server_memory(total, Duration::from_secs(60)).await;
+        // The same commands either way; what differs is how many stay in the window.
+        line(format!(
+            "a command in the duplicate window costs the live heap {:.0} bytes \
+             (the two windows' difference); nothing is left once the window has passed",
+            (long.0 - short.0) * 1048576.0 / (long.1 - short.1)
+        ));
         return;
     }
     if std::env::args().any(|a| a == "--queries") {
@@ -1600,7 +1648,7 @@ async fn main() {
             ..Default::default()
         };
         let store = EventStore::open(client, config).await.unwrap();
-        println!("\n== durability {durability} ==");
+        section(&format!("durability {durability}"));
         if std::env::args().any(|a| a == "--telemetry") {
             telemetry_cost(&server, &store, durability, per_agg).await;
             continue;
@@ -1660,14 +1708,13 @@ async fn main() {
                 &g,
                 Some(&pipe),
             );
-            println!(
-                "  {:<44} {} appends in {} sends ({:.1} per send), {:.0} events/s",
-                "",
+            note(format!(
+                "{} appends in {} sends ({:.1} per send), {:.0} events/s",
                 appends,
                 batches,
                 appends as f64 / batches as f64,
                 g.rate() * events as f64
-            );
+            ));
         }
         let mut node = node_rows(&server, &store, durability, per_agg, Some(&raw), Some(&js)).await;
         let flows = if quick { 100 } else { 400 };
@@ -1730,11 +1777,10 @@ async fn main() {
                 &projected,
                 Some(&durable),
             );
-            println!(
-                "  {:<44} {:.2}x the raw ordered consumer",
-                "",
+            note(format!(
+                "{:.2}x the raw ordered consumer",
                 projected.rate() / ordered.rate()
-            );
+            ));
         }
         replay_rows(&store, load_n).await;
     }
