@@ -1012,26 +1012,81 @@ async fn seed_people(store: &EventStore, persons: usize, per_person: usize) {
 
 /// Catch-up over every person event: a raw ordered consumer, a raw durable
 /// pull consumer acking each message, and the person directory's runner.
+/// A `person_directory` catch-up over 200,000 events (50,000 when quick), on a
+/// server of its own so the stream holds only these, beside a raw ordered
+/// consumer and a raw durable consumer (acking each) over the same events.
+async fn catch_up_rows(durability: Durability, quick: bool) {
+    let (persons, per_person) = if quick { (5_000, 10) } else { (20_000, 10) };
+    let own = TestServer::start_with(durability);
+    let own_store = EventStore::open(
+        jetsource::connect(&own.url()).await.unwrap(),
+        StoreConfig::default(),
+    )
+    .await
+    .unwrap();
+    seed_people(&own_store, persons, per_person).await;
+    let total = persons * per_person;
+    let (ordered, durable, projected) = catch_up(&own_store, total).await;
+    row("raw: durable pull consumer, ack each", &durable, None);
+    row(
+        "jetsource: person_directory catch-up",
+        &projected,
+        Some(&ordered),
+    );
+}
+
+/// A raw ordered consumer reading `total` messages on `filter`, twice, the better
+/// kept: the first read also brings the blocks into the server's cache, which
+/// would flatter whatever reads next.
+async fn raw_ordered_catch_up(
+    stream: &async_nats::jetstream::stream::Stream,
+    filter: &str,
+    total: usize,
+) -> Measured {
+    use async_nats::jetstream::consumer::pull;
+    let mut best: Option<Measured> = None;
+    for _ in 0..2 {
+        let start = Instant::now();
+        let ordered = stream
+            .create_consumer(pull::OrderedConfig {
+                filter_subject: filter.into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let mut messages = ordered.messages().await.unwrap();
+        for _ in 0..total {
+            messages.next().await.unwrap().unwrap();
+        }
+        let run = Measured {
+            ops: total,
+            elapsed: start.elapsed(),
+            latencies: vec![],
+        };
+        if best.as_ref().is_none_or(|b| run.rate() > b.rate()) {
+            best = Some(run);
+        }
+    }
+    best.expect("two runs")
+}
+
 async fn catch_up(store: &EventStore, total: usize) -> (Measured, Measured, Measured) {
     use async_nats::jetstream::consumer::{pull, AckPolicy};
     let stream = store.jetstream().get_stream("EVENTS").await.unwrap();
-    let start = Instant::now();
-    let ordered = stream
-        .create_consumer(pull::OrderedConfig {
-            filter_subject: "events.person.*".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    let mut messages = ordered.messages().await.unwrap();
-    for _ in 0..total {
-        messages.next().await.unwrap().unwrap();
-    }
-    let ordered = Measured {
-        ops: total,
-        elapsed: start.elapsed(),
-        latencies: vec![],
-    };
+    let ordered = raw_ordered_catch_up(&stream, "events.person.*", total).await;
+    // The stream holds nothing else, so no filter reads the same messages: the
+    // difference is what the server's wildcard filter costs.
+    let unfiltered = raw_ordered_catch_up(&stream, "", total).await;
+    row(
+        &format!("raw: ordered consumer over {total} events"),
+        &ordered,
+        None,
+    );
+    note(format!(
+        "the same without a filter: {:.0}/s (nats-server's wildcard filter costs {:.1}x)",
+        unfiltered.rate(),
+        unfiltered.rate() / ordered.rate()
+    ));
 
     let start = Instant::now();
     let durable = stream
@@ -1653,6 +1708,10 @@ async fn run(quick: bool) {
             telemetry_cost(&server, &store, durability, per_agg).await;
             continue;
         }
+        if std::env::args().any(|a| a == "--catch-up") {
+            catch_up_rows(durability, quick).await;
+            continue;
+        }
         if std::env::args().any(|a| a == "--hot") {
             hot_aggregate(
                 &server,
@@ -1753,35 +1812,7 @@ async fn run(quick: bool) {
             if quick { 2_000 } else { 10_000 },
         )
         .await;
-        if durability == Durability::Fast {
-            let (persons, per_person) = if quick { (5_000, 10) } else { (20_000, 10) };
-            // On a server of its own, so the stream holds only these events.
-            let own = TestServer::start_with(durability);
-            let own_store = EventStore::open(
-                jetsource::connect(&own.url()).await.unwrap(),
-                StoreConfig::default(),
-            )
-            .await
-            .unwrap();
-            seed_people(&own_store, persons, per_person).await;
-            let total = persons * per_person;
-            let (ordered, durable, projected) = catch_up(&own_store, total).await;
-            row(
-                &format!("raw: ordered consumer over {total} events"),
-                &ordered,
-                None,
-            );
-            row("raw: durable pull consumer, ack each", &durable, None);
-            row(
-                "jetsource: person_directory catch-up",
-                &projected,
-                Some(&durable),
-            );
-            note(format!(
-                "{:.2}x the raw ordered consumer",
-                projected.rate() / ordered.rate()
-            ));
-        }
+        catch_up_rows(durability, quick).await;
         replay_rows(&store, load_n).await;
     }
 }

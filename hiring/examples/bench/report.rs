@@ -171,8 +171,14 @@ fn table(rows: &[Row]) -> String {
             ),
             None => Default::default(),
         };
+        // Throughput-only rows (a catch-up, a pipelined publish) time no single operation.
+        let latency = if p999 > 0.0 {
+            format!("{p50:.3} | {p99:.3} | {p999:.3}")
+        } else {
+            "- | - | -".to_string()
+        };
         t.push_str(&format!(
-            "| {} | {:.0} | {p50:.3} | {p99:.3} | {p999:.3} | {baseline} | {rate} | {ratio} |\n",
+            "| {} | {:.0} | {latency} | {baseline} | {rate} | {ratio} |\n",
             row.name, row.rate
         ));
     }
