@@ -1326,16 +1326,16 @@ async fn node_rows(
         Traced::NONE,
     )
     .await;
-    note(format!(
-        "CPU per command: node {:.0} us, nats-server {:.0} us",
-        (cpu_seconds(node.id()) - node_cpu) * 1e6 / e2e.ops as f64,
-        (cpu_seconds(server.pid().unwrap()) - server_cpu) * 1e6 / e2e.ops as f64
-    ));
     row(
         &format!("jetsource node: 16 clients request/reply (1000 x {per_agg})"),
         &e2e,
         raw,
     );
+    note(format!(
+        "CPU per command: node {:.0} us, nats-server {:.0} us",
+        (cpu_seconds(node.id()) - node_cpu) * 1e6 / e2e.ops as f64,
+        (cpu_seconds(server.pid().unwrap()) - server_cpu) * 1e6 / e2e.ops as f64
+    ));
     if let Some(in_process) = in_process {
         note(format!(
             "{:.2}x the in-process Repository::execute",
