@@ -23,21 +23,27 @@ async fn node(
     support::reference_node(server, config).await
 }
 
-/// Runs `person_directory` in this process until the returned sender is dropped.
-async fn run_directory(store: &EventStore) -> tokio::sync::watch::Sender<bool> {
-    let runner = ProjectionRunner::new(
-        store.clone(),
-        PersonDirectory,
-        RunnerConfig {
-            idle_wait: Duration::from_millis(50),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+/// Runs `projection` in this process, looking for new events every 50 ms, until
+/// the returned sender is dropped.
+async fn run_projection<P: jetsource::projection::Projection>(
+    store: &EventStore,
+    projection: P,
+) -> tokio::sync::watch::Sender<bool> {
+    let quick = RunnerConfig {
+        idle_wait: Duration::from_millis(50),
+        ..Default::default()
+    };
+    let runner = ProjectionRunner::new(store.clone(), projection, quick)
+        .await
+        .unwrap();
     let (stop, stopped) = tokio::sync::watch::channel(false);
     tokio::spawn(runner.run(stopped));
     stop
+}
+
+/// Runs `person_directory` in this process until the returned sender is dropped.
+async fn run_directory(store: &EventStore) -> tokio::sync::watch::Sender<bool> {
+    run_projection(store, PersonDirectory).await
 }
 
 async fn ask(
@@ -327,23 +333,8 @@ async fn the_organization_and_offer_views_follow_a_hire() {
         .start()
         .await
         .unwrap();
-    let quick = RunnerConfig {
-        idle_wait: Duration::from_millis(50),
-        ..Default::default()
-    };
-    let (_stop, stopped) = tokio::sync::watch::channel(false);
-    tokio::spawn(
-        ProjectionRunner::new(store.clone(), OrganizationsView, quick.clone())
-            .await
-            .unwrap()
-            .run(stopped.clone()),
-    );
-    tokio::spawn(
-        ProjectionRunner::new(store.clone(), OffersView, quick)
-            .await
-            .unwrap()
-            .run(stopped),
-    );
+    let _organizations = run_projection(&store, OrganizationsView).await;
+    let _offers = run_projection(&store, OffersView).await;
 
     let expires = "2099-01-01T00:00:00Z";
     let mut seq = 0;
@@ -458,17 +449,7 @@ async fn min_seq_of_an_event_the_view_does_not_read_is_reached_once_caught_up() 
         .start()
         .await
         .unwrap();
-    let (_stop, stopped) = tokio::sync::watch::channel(false);
-    let quick = RunnerConfig {
-        idle_wait: Duration::from_millis(50),
-        ..Default::default()
-    };
-    tokio::spawn(
-        ProjectionRunner::new(store.clone(), OrganizationsView, quick)
-            .await
-            .unwrap()
-            .run(stopped),
-    );
+    let _organizations = run_projection(&store, OrganizationsView).await;
     ask(
         &client,
         "cmd.organization.Register",
@@ -769,17 +750,7 @@ async fn a_hot_organization_rewrites_its_whole_row_for_every_event() {
         .start()
         .await
         .unwrap();
-    let quick = RunnerConfig {
-        idle_wait: Duration::from_millis(50),
-        ..Default::default()
-    };
-    let (_stop, stopped) = tokio::sync::watch::channel(false);
-    tokio::spawn(
-        ProjectionRunner::new(store.clone(), OrganizationsView, quick)
-            .await
-            .unwrap()
-            .run(stopped),
-    );
+    let _organizations = run_projection(&store, OrganizationsView).await;
     ask(
         &client,
         "cmd.organization.Register",
