@@ -46,6 +46,36 @@ async fn run_directory(store: &EventStore) -> tokio::sync::watch::Sender<bool> {
     run_projection(store, PersonDirectory).await
 }
 
+/// A node serving the reference aggregates and the `organizations` view's
+/// queries, with that projection running in this process.
+async fn organizations_node(
+    server: &TestServer,
+    min_seq_wait: Duration,
+) -> (
+    async_nats::Client,
+    jetsource::node::RunningNode,
+    tokio::sync::watch::Sender<bool>,
+) {
+    use hiring::views::OrganizationsView;
+    let client = jetsource::connect(&server.url()).await.unwrap();
+    let store = EventStore::open(client.clone(), StoreConfig::default())
+        .await
+        .unwrap();
+    let config = NodeConfig {
+        min_seq_wait,
+        ..Default::default()
+    };
+    let node = Node::new(store.clone(), config)
+        .register::<Person>(Default::default())
+        .register::<Organization>(Default::default())
+        .view(&OrganizationsView)
+        .start()
+        .await
+        .unwrap();
+    let projection = run_projection(&store, OrganizationsView).await;
+    (client, node, projection)
+}
+
 async fn ask(
     client: &async_nats::Client,
     subject: &str,
@@ -436,20 +466,9 @@ async fn the_organization_and_offer_views_follow_a_hire() {
 
 #[tokio::test]
 async fn min_seq_of_an_event_the_view_does_not_read_is_reached_once_caught_up() {
-    use hiring::views::OrganizationsView;
     let server = TestServer::start();
-    let client = jetsource::connect(&server.url()).await.unwrap();
-    let store = EventStore::open(client.clone(), StoreConfig::default())
-        .await
-        .unwrap();
-    let _node = Node::new(store.clone(), NodeConfig::default())
-        .register::<Person>(Default::default())
-        .register::<Organization>(Default::default())
-        .view(&OrganizationsView)
-        .start()
-        .await
-        .unwrap();
-    let _organizations = run_projection(&store, OrganizationsView).await;
+    let (client, _node, _organizations) =
+        organizations_node(&server, NodeConfig::default().min_seq_wait).await;
     ask(
         &client,
         "cmd.organization.Register",
@@ -734,23 +753,12 @@ async fn a_person_row_says_which_version_of_the_person_it_reflects() {
 #[tokio::test]
 async fn a_hot_organization_rewrites_its_whole_row_for_every_event() {
     use futures::StreamExt;
-    use hiring::views::OrganizationsView;
     let server = TestServer::start_with(jetsource::nats_server::Durability::Fast);
-    let client = jetsource::connect(&server.url()).await.unwrap();
+    let (client, _node, _organizations) =
+        organizations_node(&server, Duration::from_secs(10)).await;
     let store = EventStore::open(client.clone(), StoreConfig::default())
         .await
         .unwrap();
-    let config = NodeConfig {
-        min_seq_wait: Duration::from_secs(10),
-        ..Default::default()
-    };
-    let _node = Node::new(store.clone(), config)
-        .register::<Organization>(Default::default())
-        .view(&OrganizationsView)
-        .start()
-        .await
-        .unwrap();
-    let _organizations = run_projection(&store, OrganizationsView).await;
     ask(
         &client,
         "cmd.organization.Register",
