@@ -813,6 +813,21 @@ async fn a_hot_organization_rewrites_its_whole_row_for_every_event() {
         after = page["next"].clone();
     }
     assert_eq!(seen.len(), positions as usize, "every position once");
+    // A page is bounded whatever the client asks, and a bad body is the client's error.
+    let body = json!({"id": "big", "limit": 1_000_000});
+    let (page, code) = ask(&client, "qry.organization.positions", body, None).await;
+    assert_eq!(
+        (code, page["positions"].as_array().map(Vec::len)),
+        (None, Some(500))
+    );
+    for (body, status) in [
+        (json!({"id": "A".repeat(5000)}), 422),
+        (json!({"id": "big", "after": "x"}), 400),
+        (json!({"id": "big", "limit": -1}), 400),
+    ] {
+        let (reply, code) = ask(&client, "qry.organization.members", body, None).await;
+        assert_eq!(code, Some(status), "{reply}");
+    }
 
     let rows = store
         .jetstream()
