@@ -244,10 +244,46 @@ async fn the_person_list_pages_through_everyone_in_write_order() {
     assert_eq!(code, Some(400), "a cursor is a number: {reply}");
 }
 
-async fn checkpoint(store: &EventStore) -> u64 {
-    jetsource::projection::storage::applied(store, "view_person_directory")
-        .await
-        .unwrap_or(0)
+/// Runs `jetsource project <projection>` (batches of 50) and kill -9s it mid-work
+/// eight times, then lets a last one catch up to `last`.
+async fn crash_then_catch_up(server: &TestServer, store: &EventStore, projection: &str, last: u64) {
+    let bucket = format!("view_{projection}");
+    let checkpoint = || async {
+        jetsource::projection::storage::applied(store, &bucket)
+            .await
+            .unwrap_or(0)
+    };
+    let spawn = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_jetsource"))
+            .args([
+                "project",
+                projection,
+                "--nats-url",
+                &server.url(),
+                "--batch",
+                "50",
+                "--lease-ttl",
+                "1",
+                "--log-level",
+                "warn",
+            ])
+            .spawn()
+            .unwrap()
+    };
+    for _ in 0..8 {
+        let mut child = spawn();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let before = checkpoint().await;
+        while checkpoint().await <= before && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        child.kill().unwrap(); // SIGKILL, mid-batch as likely as not
+        child.wait().unwrap();
+    }
+    let mut child = spawn();
+    support::wait_applied(store, &bucket, last, Duration::from_secs(30)).await;
+    child.kill().unwrap();
+    child.wait().unwrap();
 }
 
 /// Finding: 1,500 people changing email while `person_directory` was kill -9'd 8
@@ -307,43 +343,7 @@ async fn a_view_differs_from_its_events_after_projection_crashes() {
         .unwrap()
         .unwrap()
         .seq;
-    let spawn = || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_jetsource"))
-            .args([
-                "project",
-                "person_directory",
-                "--nats-url",
-                &server.url(),
-                "--batch",
-                "50",
-                "--lease-ttl",
-                "1",
-                "--log-level",
-                "warn",
-            ])
-            .spawn()
-            .unwrap()
-    };
-    for _ in 0..8 {
-        let mut child = spawn();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let before = checkpoint(&store).await;
-        while checkpoint(&store).await <= before && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        child.kill().unwrap(); // SIGKILL, mid-batch as likely as not
-        child.wait().unwrap();
-    }
-    let mut child = spawn();
-    support::wait_applied(
-        &store,
-        "view_person_directory",
-        last,
-        Duration::from_secs(30),
-    )
-    .await;
-    child.kill().unwrap();
-    child.wait().unwrap();
+    crash_then_catch_up(&server, &store, "person_directory", last).await;
     support::assert_directory_equals_a_rebuild(&store, last).await;
 }
 
@@ -840,4 +840,46 @@ async fn a_hot_organization_rewrites_its_whole_row_for_every_event() {
         "the organization's row stays small: {} bytes",
         header.len()
     );
+}
+
+/// The organizations view's rows per position and per member equal a rebuild after
+/// its projection was kill -9'd eight times while catching up.
+#[tokio::test]
+async fn the_organizations_view_equals_a_rebuild_after_projection_crashes() {
+    use hiring::OrganizationCommand as O;
+    let server = TestServer::start_with(jetsource::nats_server::Durability::Fast);
+    let client = jetsource::connect(&server.url()).await.unwrap();
+    let store = EventStore::open(client, StoreConfig::default())
+        .await
+        .unwrap();
+    let orgs = jetsource::Repository::<Organization>::new(store.clone(), Default::default());
+    let meta = jetsource::Metadata::default();
+    for o in 0..10 {
+        let id = format!("o{o}");
+        let register = O::Register {
+            name: format!("Org {o}"),
+        };
+        orgs.execute(&id, &register, &meta).await.unwrap();
+        for p in 0..100 {
+            let open = O::OpenPosition {
+                position_id: format!("p{p}"),
+                title: "Engineer".into(),
+            };
+            orgs.execute(&id, &open, &meta).await.unwrap();
+            if p % 4 == 0 {
+                let close = O::ClosePosition {
+                    position_id: format!("p{p}"),
+                };
+                orgs.execute(&id, &close, &meta).await.unwrap();
+            }
+        }
+    }
+    let last = store.last_seq().await.unwrap();
+    crash_then_catch_up(&server, &store, "organizations", last).await;
+    jetsource::testing::assert_view_equals_a_rebuild(
+        &store,
+        hiring::views::OrganizationsView,
+        last,
+    )
+    .await;
 }
