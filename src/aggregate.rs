@@ -31,34 +31,200 @@ pub trait DomainEvent:
         1
     }
 
-    /// Converters from old schema versions, applied on read.
+    /// How stored events of earlier versions are read today, applied on read:
+    /// one schema up, under another type name, or as several events.
     fn upcasters() -> &'static [Upcaster] {
         &[]
     }
 }
 
-/// Turns one event type's body at `from_schema` into its body at `from_schema + 1`.
+/// Reads one stored event type at one schema version as today's events.
+///
+/// The decoder applies upcasters until every event is a type at its current
+/// [`DomainEvent::schema_version`], so chains compose: a rename to a type at
+/// schema 1 is followed by that type's own body upcasters. An upcaster for a type
+/// and schema always wins over "this is current", which is what lets a type that
+/// no longer exists in the enum be renamed or split away.
 ///
 /// ```
 /// // v1 had "name"; v2 splits it into "first" and "last".
-/// fn split_name(mut body: serde_json::Value) -> Result<serde_json::Value, String> {
-///     let name = body["name"].as_str().ok_or("no name")?.to_string();
-///     let (first, last) = name.split_once(' ').unwrap_or((&name, ""));
-///     body = serde_json::json!({"first": first, "last": last});
-///     Ok(body)
+/// fn split_name(body: serde_json::Value) -> Result<serde_json::Value, String> {
+///     let name = body["name"].as_str().ok_or("no name")?;
+///     let (first, last) = name.split_once(' ').unwrap_or((name, ""));
+///     Ok(serde_json::json!({"first": first, "last": last}))
 /// }
-/// const UPCASTERS: &[jetsource::Upcaster] = &[jetsource::Upcaster {
-///     event_type: "PersonRegistered", from_schema: 1, upcast: split_name,
-/// }];
+/// // "Enrolled" became "Registered"; "Moved" became two events.
+/// fn moved(body: serde_json::Value) -> Result<Vec<jetsource::EventForm>, String> {
+///     Ok(vec![
+///         jetsource::EventForm::new("StreetChanged", 1, serde_json::json!({"street": body["street"]})),
+///         jetsource::EventForm::new("CityChanged", 1, serde_json::json!({"city": body["city"]})),
+///     ])
+/// }
+/// const UPCASTERS: &[jetsource::Upcaster] = &[
+///     jetsource::Upcaster::body("PersonRegistered", 1, split_name),
+///     jetsource::Upcaster::rename("Enrolled", 1, "Registered", 1),
+///     jetsource::Upcaster::split("Moved", 1, moved),
+/// ];
 /// ```
 #[derive(Debug, Clone, Copy)]
 pub struct Upcaster {
-    /// The event type it applies to.
+    /// The stored event type it applies to.
     pub event_type: &'static str,
     /// The schema version it reads.
     pub from_schema: u32,
-    /// The conversion.
-    pub upcast: fn(Value) -> Result<Value, String>,
+    /// What it makes of it.
+    pub upcast: Upcast,
+}
+
+/// What an [`Upcaster`] makes of a stored event.
+#[derive(Debug, Clone, Copy)]
+pub enum Upcast {
+    /// The same type one schema up: fields renamed, merged, split or defaulted.
+    Body(fn(Value) -> Result<Value, String>),
+    /// The same body under another type name, at that type's schema `schema`.
+    Rename {
+        /// The type it is read as.
+        to: &'static str,
+        /// The schema of `to` the body is at.
+        schema: u32,
+    },
+    /// Several events (or none) in its place, in this order.
+    Split(fn(Value) -> Result<Vec<EventForm>, String>),
+}
+
+impl Upcaster {
+    /// `event_type` at `from_schema` becomes the same type at `from_schema + 1`.
+    pub const fn body(
+        event_type: &'static str,
+        from_schema: u32,
+        upcast: fn(Value) -> Result<Value, String>,
+    ) -> Upcaster {
+        Upcaster {
+            event_type,
+            from_schema,
+            upcast: Upcast::Body(upcast),
+        }
+    }
+
+    /// `event_type` at `from_schema` is read as `to` at `to_schema`, body unchanged.
+    pub const fn rename(
+        event_type: &'static str,
+        from_schema: u32,
+        to: &'static str,
+        to_schema: u32,
+    ) -> Upcaster {
+        Upcaster {
+            event_type,
+            from_schema,
+            upcast: Upcast::Rename {
+                to,
+                schema: to_schema,
+            },
+        }
+    }
+
+    /// `event_type` at `from_schema` is read as the events `split` makes of its body.
+    pub const fn split(
+        event_type: &'static str,
+        from_schema: u32,
+        split: fn(Value) -> Result<Vec<EventForm>, String>,
+    ) -> Upcaster {
+        Upcaster {
+            event_type,
+            from_schema,
+            upcast: Upcast::Split(split),
+        }
+    }
+}
+
+/// An event as stored or as an upcaster makes it: its type, schema version and body.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventForm {
+    /// The event type (the enum variant's name once current).
+    pub event_type: String,
+    /// The schema version `body` is at.
+    pub schema: u32,
+    /// The body (the variant's fields).
+    pub body: Value,
+}
+
+impl EventForm {
+    /// An event of `event_type` at `schema` with `body`.
+    pub fn new(event_type: impl Into<String>, schema: u32, body: Value) -> EventForm {
+        EventForm {
+            event_type: event_type.into(),
+            schema,
+            body,
+        }
+    }
+}
+
+/// Most upcaster steps one stored event may take: a bound on chains that loop
+/// (a rename back and forth) or split without end.
+pub const MAX_UPCAST_STEPS: usize = 64;
+
+/// Today's forms of one stored event: upcasters applied until every event is at
+/// its type's current schema (several for a split, none for a split into nothing).
+///
+/// ```
+/// # #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+/// # #[serde(tag = "type", content = "data")]
+/// # enum E { Registered { name: String } }
+/// impl jetsource::DomainEvent for E {
+///     fn upcasters() -> &'static [jetsource::Upcaster] {
+///         &[jetsource::Upcaster::rename("Enrolled", 1, "Registered", 1)]
+///     }
+/// }
+/// let stored = jetsource::EventForm::new("Enrolled", 1, serde_json::json!({"name": "Ada"}));
+/// let today = jetsource::aggregate::upcast::<E>(stored).unwrap();
+/// assert_eq!(today[0].event_type, "Registered");
+/// ```
+pub fn upcast<E: DomainEvent>(stored: EventForm) -> Result<Vec<EventForm>, String> {
+    let mut pending = std::collections::VecDeque::from([stored]);
+    let mut current = Vec::new();
+    let mut steps = 0;
+    while let Some(form) = pending.pop_front() {
+        steps += 1;
+        if steps > MAX_UPCAST_STEPS {
+            return Err(format!(
+                "upcasting took more than {MAX_UPCAST_STEPS} steps (an upcaster loop?)"
+            ));
+        }
+        let EventForm {
+            event_type,
+            schema,
+            body,
+        } = form;
+        let upcaster = E::upcasters()
+            .iter()
+            .find(|u| u.event_type == event_type && u.from_schema == schema);
+        let Some(upcaster) = upcaster else {
+            let today = E::schema_version(&event_type);
+            if schema == today {
+                current.push(EventForm::new(event_type, schema, body));
+                continue;
+            }
+            return Err(if schema > today {
+                format!("{event_type} schema {schema} is newer than this code's {today}")
+            } else {
+                format!("no upcaster for {event_type} from schema {schema}")
+            });
+        };
+        let failed = |e: String| format!("upcasting {event_type} from schema {schema}: {e}");
+        match upcaster.upcast {
+            Upcast::Body(f) => {
+                let body = f(body).map_err(failed)?;
+                pending.push_front(EventForm::new(event_type, schema + 1, body));
+            }
+            Upcast::Rename { to, schema } => pending.push_front(EventForm::new(to, schema, body)),
+            Upcast::Split(f) => {
+                for part in f(body).map_err(failed)?.into_iter().rev() {
+                    pending.push_front(part);
+                }
+            }
+        }
+    }
+    Ok(current)
 }
 
 /// An event-sourced aggregate: `Default` is the state before its first event.
@@ -201,8 +367,63 @@ pub fn encode_event<E: DomainEvent>(
         .map_err(|e| EncodeError(e.to_string()))
 }
 
-/// Decodes a stored event into the typed event, upcasting old schemas first.
+/// Decodes a stored event that reads as exactly one of today's events (the
+/// usual case: no upcaster, a body upcaster or a rename). A stored event that an
+/// upcaster splits into several (or none) is an error here: read those with
+/// [`decode_events`].
 pub fn decode_event<E: DomainEvent>(recorded: &RecordedEvent) -> Result<E, MalformedEvent> {
+    let mut events = decode_events::<E>(recorded)?;
+    match events.len() {
+        1 => Ok(events.remove(0)),
+        n => Err(MalformedEvent {
+            seq: recorded.seq,
+            reason: format!(
+                "{} is read as {n} events today: use decode_events",
+                recorded.event_type
+            ),
+        }),
+    }
+}
+
+/// Decodes a stored event if today's code calls it one of `types`; any other type
+/// is not decoded at all (so a type a newer writer adds is simply not the
+/// reader's business). Filtering on the stored type alone would miss events
+/// stored under an earlier name: a type an upcaster reads is decoded, then kept
+/// if its name today is in `types`.
+///
+/// ```no_run
+/// # #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+/// # #[serde(tag = "type", content = "data")]
+/// # enum E { Registered {} }
+/// # impl jetsource::DomainEvent for E {}
+/// # fn demo(recorded: &jetsource::RecordedEvent) -> Result<(), jetsource::MalformedEvent> {
+/// if let Some(event) = jetsource::aggregate::decode_if::<E>(recorded, &["Registered"])? {
+///     println!("{event:?}");
+/// }
+/// # Ok(()) }
+/// ```
+pub fn decode_if<E: DomainEvent>(
+    recorded: &RecordedEvent,
+    types: &[&str],
+) -> Result<Option<E>, MalformedEvent> {
+    let stored = recorded.event_type.as_str();
+    if !E::upcasters().iter().any(|u| u.event_type == stored) {
+        return match types.contains(&stored) {
+            true => decode_event(recorded).map(Some),
+            false => Ok(None),
+        };
+    }
+    let event = decode_event::<E>(recorded)?;
+    let today = event_parts(&event).map_err(|e| MalformedEvent {
+        seq: recorded.seq,
+        reason: e.to_string(),
+    })?;
+    Ok(types.contains(&today.0.as_str()).then_some(event))
+}
+
+/// Decodes a stored event into today's typed events, upcasting it first: one for
+/// most, several (or none) where an upcaster splits it.
+pub fn decode_events<E: DomainEvent>(recorded: &RecordedEvent) -> Result<Vec<E>, MalformedEvent> {
     let body = recorded.body()?;
     decode_body(&recorded.event_type, recorded.schema, body).map_err(|reason| MalformedEvent {
         seq: recorded.seq,
@@ -210,26 +431,18 @@ pub fn decode_event<E: DomainEvent>(recorded: &RecordedEvent) -> Result<E, Malfo
     })
 }
 
-/// Upcasts `body` from `schema` to the current one and deserializes it.
+/// Upcasts a stored body from `schema` to today's events and deserializes them.
 pub fn decode_body<E: DomainEvent>(
     event_type: &str,
     schema: u32,
-    mut body: Value,
-) -> Result<E, String> {
-    let current = E::schema_version(event_type);
-    if schema > current {
-        return Err(format!(
-            "{event_type} schema {schema} is newer than this code's {current}"
-        ));
-    }
-    for from in schema..current {
-        let upcaster = E::upcasters()
-            .iter()
-            .find(|u| u.event_type == event_type && u.from_schema == from)
-            .ok_or_else(|| format!("no upcaster for {event_type} from schema {from}"))?;
-        body = (upcaster.upcast)(body)
-            .map_err(|e| format!("upcasting {event_type} from schema {from}: {e}"))?;
-    }
-    serde_json::from_value(json!({"type": event_type, "data": body}))
-        .map_err(|e| format!("{event_type} body does not match the event type: {e}"))
+    body: Value,
+) -> Result<Vec<E>, String> {
+    upcast::<E>(EventForm::new(event_type, schema, body))?
+        .into_iter()
+        .map(|form| {
+            let event_type = form.event_type;
+            serde_json::from_value(json!({"type": event_type, "data": form.body}))
+                .map_err(|e| format!("{event_type} body does not match the event type: {e}"))
+        })
+        .collect()
 }

@@ -9,7 +9,7 @@
 //!
 //! | room | what lives there |
 //! |---|---|
-//! | [`aggregate`] | the pure domain traits: [`Aggregate`] (`handle` decides, `apply` evolves), [`DomainEvent`], [`Upcaster`] |
+//! | [`aggregate`] | the pure domain traits: [`Aggregate`] (`handle` decides, `apply` evolves), [`DomainEvent`], and [`Upcaster`]s that read earlier versions' events (a body one schema up, a renamed type, one event split into several) |
 //! | [`fixture`] | given/when/then tests for aggregates, no server needed |
 //! | [`projection`] | read models: `Projection` (with the typed queries it declares, [`projection::query`]), `View`, the runner (consumer `proj_<name>`; rows and checkpoint in KV `view_<name>`, one atomic batch per commit; `DLQ`) |
 //! | [`saga`] | process managers: `Saga` (pure `react`), the runner (consumer `saga_<name>`, KV `sagas`, deadlines in stream `TIMERS`) |
@@ -81,7 +81,8 @@ pub mod telemetry;
 pub mod testing;
 
 pub use aggregate::{
-    decode_event, encode_event, Aggregate, DomainError, DomainEvent, RefusalKind, Upcaster,
+    decode_event, decode_events, encode_event, Aggregate, DomainError, DomainEvent, EventForm,
+    RefusalKind, Upcast, Upcaster,
 };
 pub use app::App;
 pub use connect::{connect, connect_with, ConnectError, ConnectErrorKind};

@@ -6,7 +6,7 @@
 //! in one process take turns (a per-aggregate lock), so a node never conflicts with
 //! itself; across processes the server's expected-sequence check keeps order.
 
-use crate::aggregate::{decode_event, encode_event, Aggregate, EncodeError};
+use crate::aggregate::{decode_events, encode_event, Aggregate, EncodeError};
 use crate::snapshot::{CommandRecord, Snapshot, Snapshots};
 use crate::store::{
     Append, AppendError, AppendErrorKind, EventStore, ExpectedVersion, Metadata, Position,
@@ -82,9 +82,11 @@ pub struct Loaded<A> {
 impl<A: Aggregate> Loaded<A> {
     /// Applies one stored event and moves the position past it.
     fn advance(&mut self, recorded: &crate::store::RecordedEvent) -> Result<(), ReadError> {
-        let event = decode_event::<A::Event>(recorded)
+        let events = decode_events::<A::Event>(recorded)
             .map_err(|m| ReadError::new(ReadErrorKind::Malformed(m)))?;
-        self.state.apply(&event);
+        for event in &events {
+            self.state.apply(event);
+        }
         self.position = Position {
             seq: recorded.seq,
             version: recorded.version,

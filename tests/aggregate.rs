@@ -4,7 +4,9 @@ mod support;
 
 use jetsource::fixture::AggregateFixture;
 use jetsource::store::{Codec, Metadata, NewEvent};
-use jetsource::{decode_event, encode_event, DomainEvent, RecordedEvent, Upcaster};
+use jetsource::{
+    decode_event, decode_events, encode_event, DomainEvent, EventForm, RecordedEvent, Upcaster,
+};
 use serde::{Deserialize, Serialize};
 use support::{Ledger, LedgerCommand, LedgerError, LedgerEvent};
 
@@ -36,11 +38,16 @@ fn a_wrong_expectation_says_what_was_expected_and_what_came() {
         .then_expect_events([LedgerEvent::Credited { amount: 2 }]);
 }
 
-/// Version 1 of `Renamed` had one `name`; version 2 has `first` and `last`.
+/// The test domain's history: `Renamed` had one `name` (schema 1), now `first`
+/// and `last`; `Addressed` had `street` and `city`, now one `address`;
+/// `Retired` is now called `Deactivated`; `Moved` was a rename and an address
+/// in one event and is now read as both; `Pinged` is no longer read at all;
+/// `Ping` and `Pong` rename into each other (a loop the decoder must stop).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", content = "data")]
 enum PersonEvent {
     Renamed { first: String, last: String },
+    Addressed { address: String },
     Deactivated,
 }
 
@@ -50,21 +57,130 @@ fn split_name(body: serde_json::Value) -> Result<serde_json::Value, String> {
     Ok(serde_json::json!({"first": first, "last": last}))
 }
 
+fn merge_address(body: serde_json::Value) -> Result<serde_json::Value, String> {
+    let part = |f: &str| {
+        body[f]
+            .as_str()
+            .map(str::to_string)
+            .ok_or(format!("no {f}"))
+    };
+    Ok(serde_json::json!({"address": format!("{}, {}", part("street")?, part("city")?)}))
+}
+
+fn split_moved(body: serde_json::Value) -> Result<Vec<EventForm>, String> {
+    Ok(vec![
+        EventForm::new("Renamed", 1, serde_json::json!({"name": body["name"]})),
+        EventForm::new(
+            "Addressed",
+            1,
+            serde_json::json!({"street": body["street"], "city": body["city"]}),
+        ),
+    ])
+}
+
 impl DomainEvent for PersonEvent {
     fn schema_version(event_type: &str) -> u32 {
-        if event_type == "Renamed" {
-            2
-        } else {
-            1
+        match event_type {
+            "Renamed" | "Addressed" => 2,
+            _ => 1,
         }
     }
     fn upcasters() -> &'static [Upcaster] {
-        &[Upcaster {
-            event_type: "Renamed",
-            from_schema: 1,
-            upcast: split_name,
-        }]
+        // A const, so the `const fn` constructors make a `'static` table.
+        const UPCASTERS: &[Upcaster] = &[
+            Upcaster::body("Renamed", 1, split_name),
+            Upcaster::body("Addressed", 1, merge_address),
+            Upcaster::rename("Retired", 1, "Deactivated", 1),
+            Upcaster::split("Moved", 1, split_moved),
+            Upcaster::split("Pinged", 1, |_| Ok(vec![])),
+            Upcaster::rename("Ping", 1, "Pong", 1),
+            Upcaster::rename("Pong", 1, "Ping", 1),
+        ];
+        UPCASTERS
     }
+}
+
+fn stored(event_type: &str, schema: u32, body: serde_json::Value) -> RecordedEvent {
+    recorded(NewEvent::encode(event_type, schema, &body, Codec::Json, Metadata::default()).unwrap())
+}
+
+#[test]
+fn a_renamed_event_type_is_read_under_its_new_name() {
+    let retired = stored("Retired", 1, serde_json::Value::Null);
+    assert_eq!(
+        decode_event::<PersonEvent>(&retired).unwrap(),
+        PersonEvent::Deactivated
+    );
+}
+
+#[test]
+fn merged_fields_are_read_as_one() {
+    let v1 = stored(
+        "Addressed",
+        1,
+        serde_json::json!({"street": "1 Main St", "city": "Springfield"}),
+    );
+    assert_eq!(
+        decode_event::<PersonEvent>(&v1).unwrap(),
+        PersonEvent::Addressed {
+            address: "1 Main St, Springfield".into()
+        }
+    );
+    let broken = stored("Addressed", 1, serde_json::json!({"street": "1 Main St"}));
+    let err = decode_event::<PersonEvent>(&broken).unwrap_err();
+    assert!(
+        err.reason
+            .contains("upcasting Addressed from schema 1: no city"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_split_event_is_read_as_several_each_upcast_in_turn() {
+    let moved = stored(
+        "Moved",
+        1,
+        serde_json::json!({"name": "Ada Lovelace", "street": "1 Main St", "city": "London"}),
+    );
+    assert_eq!(
+        decode_events::<PersonEvent>(&moved).unwrap(),
+        vec![
+            PersonEvent::Renamed {
+                first: "Ada".into(),
+                last: "Lovelace".into()
+            },
+            PersonEvent::Addressed {
+                address: "1 Main St, London".into()
+            },
+        ]
+    );
+    // One event expected, two found: the reader is told to read several.
+    let err = decode_event::<PersonEvent>(&moved).unwrap_err();
+    assert!(err.reason.contains("use decode_events"), "{err}");
+    let stored_form = EventForm::new(
+        "Moved",
+        1,
+        serde_json::json!({"name": "A B", "street": "s", "city": "c"}),
+    );
+    let today = jetsource::aggregate::upcast::<PersonEvent>(stored_form).unwrap();
+    let forms: Vec<_> = today
+        .iter()
+        .map(|f| (f.event_type.as_str(), f.schema))
+        .collect();
+    assert_eq!(forms, [("Renamed", 2), ("Addressed", 2)]);
+}
+
+#[test]
+fn an_event_split_into_nothing_is_read_as_no_events() {
+    let pinged = stored("Pinged", 1, serde_json::json!({"at": 1}));
+    assert_eq!(decode_events::<PersonEvent>(&pinged).unwrap(), vec![]);
+}
+
+#[test]
+fn an_upcaster_loop_is_an_error_not_a_hang() {
+    let ping = stored("Ping", 1, serde_json::json!({}));
+    let err = decode_events::<PersonEvent>(&ping).unwrap_err();
+    assert!(err.reason.contains("more than 64 steps"), "{err}");
 }
 
 fn recorded(event: NewEvent) -> RecordedEvent {

@@ -2,7 +2,7 @@
 
 use super::validate;
 use chrono::{DateTime, Utc};
-use jetsource::aggregate::{Aggregate, DomainError, DomainEvent, RefusalKind};
+use jetsource::aggregate::{Aggregate, DomainError, DomainEvent, RefusalKind, Upcaster};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -98,7 +98,8 @@ pub enum OrganizationEvent {
         person_id: String,
         reason: String,
     },
-    OfferExpired {
+    /// Stored as `OfferExpired` before (see [`OrganizationEvent::upcasters`]).
+    OfferLapsed {
         offer_id: String,
         position_id: String,
         person_id: String,
@@ -119,7 +120,16 @@ pub enum OrganizationEvent {
     },
 }
 
-impl DomainEvent for OrganizationEvent {}
+/// The organization's side of an expired offer was called `OfferExpired`, the same
+/// name as the person's side. A type name now means one thing across the domain
+/// (what a query or filter by type needs), so it is `OfferLapsed`; the events
+/// stored under the old name are read under the new one.
+impl DomainEvent for OrganizationEvent {
+    fn upcasters() -> &'static [Upcaster] {
+        const UPCASTERS: &[Upcaster] = &[Upcaster::rename("OfferExpired", 1, "OfferLapsed", 1)];
+        UPCASTERS
+    }
+}
 
 /// Why an organization refuses a command.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -505,7 +515,7 @@ impl Aggregate for Organization {
                 if *at < offer.expires_at {
                     return Err(E::NotYetExpired(offer_id.clone()));
                 }
-                Ok(vec![OrganizationEvent::OfferExpired {
+                Ok(vec![OrganizationEvent::OfferLapsed {
                     offer_id: offer_id.clone(),
                     position_id: offer.position_id.clone(),
                     person_id: offer.person_id.clone(),
@@ -563,7 +573,7 @@ impl Aggregate for Organization {
                 );
             }
             OfferWithdrawn { offer_id, .. } => self.set_offer(offer_id, OfferStatus::Withdrawn),
-            OfferExpired { offer_id, .. } => self.set_offer(offer_id, OfferStatus::Expired),
+            OfferLapsed { offer_id, .. } => self.set_offer(offer_id, OfferStatus::Expired),
             PositionFilled {
                 position_id,
                 person_id,

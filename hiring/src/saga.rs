@@ -17,7 +17,7 @@ use super::{
     Organization, OrganizationCommand, OrganizationEvent, Person, PersonCommand, PersonEvent,
 };
 use chrono::{DateTime, Duration, Utc};
-use jetsource::aggregate::decode_event;
+use jetsource::aggregate::decode_if;
 use jetsource::saga::{Input, Reaction, Saga, SagaCommand};
 use jetsource::store::MalformedEvent;
 use jetsource::store::RecordedEvent;
@@ -89,7 +89,7 @@ enum Seen {
 const ORGANIZATION_EVENTS: &[&str] = &[
     "OfferExtended",
     "OfferWithdrawn",
-    "OfferExpired",
+    "OfferLapsed",
     "PositionFilled",
 ];
 /// The person's event types the saga reacts to.
@@ -102,14 +102,14 @@ const PERSON_EVENTS: &[&str] = &[
     "EmploymentStarted",
 ];
 
-/// The event, decoded, if it is one the saga reacts to. Other types are not decoded
-/// at all (so a type a newer node writes is simply not the saga's business); one of
+/// The event, decoded, if it is one the saga reacts to (by today's type names, so
+/// one stored under an earlier name counts too). Other types are not decoded at
+/// all (so a type a newer node writes is simply not the saga's business); one of
 /// these that does not decode is an error.
 fn seen(event: &RecordedEvent) -> Result<Option<Seen>, MalformedEvent> {
-    let watched = |types: &[&str]| types.contains(&event.event_type.as_str());
     Ok(match event.aggregate.as_str() {
-        "organization" if watched(ORGANIZATION_EVENTS) => Some(Seen::Org(decode_event(event)?)),
-        "person" if watched(PERSON_EVENTS) => Some(Seen::Person(decode_event(event)?)),
+        "organization" => decode_if(event, ORGANIZATION_EVENTS)?.map(Seen::Org),
+        "person" => decode_if(event, PERSON_EVENTS)?.map(Seen::Person),
         _ => None,
     })
 }
@@ -321,7 +321,7 @@ impl Saga for Hiring {
             Seen::Org(e) => match e {
                 OrganizationEvent::OfferExtended { offer_id, .. }
                 | OrganizationEvent::OfferWithdrawn { offer_id, .. }
-                | OrganizationEvent::OfferExpired { offer_id, .. }
+                | OrganizationEvent::OfferLapsed { offer_id, .. }
                 | OrganizationEvent::PositionFilled { offer_id, .. } => Some(offer_id),
                 _ => None,
             },

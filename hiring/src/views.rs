@@ -107,7 +107,7 @@ impl Projection for OrganizationsView {
                 })?;
             }
             // Nothing shown changes, but the row's version follows the aggregate's.
-            OfferExtended { .. } | OfferWithdrawn { .. } | OfferExpired { .. } => {}
+            OfferExtended { .. } | OfferWithdrawn { .. } | OfferLapsed { .. } => {}
         }
         row["version"] = json!(event.version);
         view.put(&key, row);
@@ -258,7 +258,7 @@ impl Projection for OffersView {
                     person_id,
                     ..
                 } => (person_id, offer_id, json!({"status": "withdrawn"})),
-                OrganizationEvent::OfferExpired {
+                OrganizationEvent::OfferLapsed {
                     offer_id,
                     person_id,
                     ..

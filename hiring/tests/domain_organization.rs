@@ -256,7 +256,7 @@ fn withdraw_and_expire_offer() {
             offer_id: "o1".into(),
             at: late,
         })
-        .then_expect_events([Ev::OfferExpired {
+        .then_expect_events([Ev::OfferLapsed {
             offer_id: "o1".into(),
             position_id: "eng".into(),
             person_id: "p1".into(),
@@ -315,7 +315,7 @@ fn hire_fills_the_position_and_withdraws_the_other_offers() {
         registered(),
         opened("eng"),
         extended("o1", "p1"),
-        Ev::OfferExpired {
+        Ev::OfferLapsed {
             offer_id: "o1".into(),
             position_id: "eng".into(),
             person_id: "p1".into(),

@@ -414,7 +414,7 @@ async fn an_offer_whose_deadline_passes_expires_on_both_sides_across_restarts() 
     w.start_saga();
     assert_eq!(w.outcome("offer-f", PATIENCE).await, "expired");
     assert_eq!(
-        w.count("organization", "acme", "OfferExpired", "offer-f")
+        w.count("organization", "acme", "OfferLapsed", "offer-f")
             .await,
         1
     );
@@ -578,7 +578,7 @@ async fn killing_the_saga_process_at_random_steps_completes_every_flow_exactly_o
         let once_on_org = match *action {
             "accept" => vec!["OfferExtended", "PositionFilled"],
             "decline" => vec!["OfferExtended", "OfferWithdrawn"],
-            _ => vec!["OfferExtended", "OfferExpired"],
+            _ => vec!["OfferExtended", "OfferLapsed"],
         };
         for event_type in once_on_org {
             assert_eq!(

@@ -66,6 +66,7 @@ use std::sync::Arc;
 pub struct App {
     name: &'static str,
     aggregates: Vec<AggregateEntry>,
+    upcasts: events::Upcasts,
     projections: Vec<Arc<dyn RunProjection>>,
     sagas: Vec<Arc<dyn RunSaga>>,
     demo: Option<Demo>,
@@ -135,6 +136,7 @@ impl App {
         App {
             name,
             aggregates: Vec::new(),
+            upcasts: events::Upcasts::default(),
             projections: Vec::new(),
             sagas: Vec::new(),
             demo: None,
@@ -157,6 +159,8 @@ impl App {
                 Ok(node.serve(repository))
             })
         }));
+        self.upcasts
+            .insert(A::NAME, crate::aggregate::upcast::<A::Event>);
         self
     }
 
@@ -271,7 +275,7 @@ impl App {
             Command::Dlq(args) => dlq::run(args).await,
             Command::Send(args) => send::run(args).await,
             Command::Query(args) => send::query(args).await,
-            Command::Events(args) => events::run(args).await,
+            Command::Events(args) => events::run(args, &self.upcasts).await,
             Command::Status(args) => status::run(args).await,
             Command::Console(args) => console::run(args, self.saga_names()).await,
             Command::Policy(args) => policy::run(args),

@@ -2,7 +2,7 @@
 
 use super::reply::{Ack, Rejection, Status};
 use super::request::Body;
-use crate::aggregate::{decode_event, event_parts, Aggregate, DomainError, RefusalKind};
+use crate::aggregate::{decode_events, event_parts, Aggregate, DomainError, RefusalKind};
 use crate::repository::{ExecuteError, PointInTime, Repository};
 use crate::store::{AppendErrorKind, Metadata, ReadError, ReadErrorKind};
 use futures::future::BoxFuture;
@@ -215,31 +215,38 @@ where
             let mut bytes = 0;
             let mut next = None;
             for r in &recorded {
-                let typed = decode_event::<A::Event>(r)
+                let today = decode_events::<A::Event>(r)
                     .map_err(|m| read_rejection(ReadError::new(ReadErrorKind::Malformed(m))))?;
-                let (_, data) = event_parts(&typed).map_err(unavailable)?;
-                let event = json!({
-                    "seq": r.seq,
-                    "version": r.version,
-                    "type": r.event_type,
-                    "event_id": r.event_id,
-                    "schema": r.schema,
-                    "occurred_at": r.occurred_at,
-                    "stored_at": r.stored_at,
-                    "correlation_id": r.metadata.correlation_id,
-                    "causation_id": r.metadata.causation_id,
-                    "actor": r.metadata.actor,
-                    "on_behalf_of": r.metadata.on_behalf_of,
-                    "command_id": r.metadata.command_id,
-                    "data": data,
-                });
-                // A reply must fit the server's max_payload (1 MB by default).
-                bytes += serde_json::to_vec(&event).map_or(0, |b| b.len());
+                // Today's events (an upcaster may rename or split the stored one),
+                // each saying what was stored.
+                let mut entries = Vec::with_capacity(today.len());
+                for typed in &today {
+                    let (event_type, data) = event_parts(typed).map_err(unavailable)?;
+                    entries.push(json!({
+                        "seq": r.seq,
+                        "version": r.version,
+                        "type": event_type,
+                        "event_id": r.event_id,
+                        "stored_type": r.event_type,
+                        "schema": r.schema,
+                        "occurred_at": r.occurred_at,
+                        "stored_at": r.stored_at,
+                        "correlation_id": r.metadata.correlation_id,
+                        "causation_id": r.metadata.causation_id,
+                        "actor": r.metadata.actor,
+                        "on_behalf_of": r.metadata.on_behalf_of,
+                        "command_id": r.metadata.command_id,
+                        "data": data,
+                    }));
+                }
+                // A reply must fit the server's max_payload (1 MB by default); a
+                // page ends between stored events, never inside one.
+                bytes += serde_json::to_vec(&entries).map_or(0, |b| b.len());
                 if bytes > MAX_HISTORY_BYTES && !events.is_empty() {
                     next = events.last().map(|e: &Value| e["seq"].clone());
                     break;
                 }
-                events.push(event);
+                events.extend(entries);
             }
             if events.is_empty() && after == 0 {
                 return Err(Rejection::new(
