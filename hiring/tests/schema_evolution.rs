@@ -120,17 +120,11 @@ async fn views_rebuilt_from_version_1_events_answer_what_version_1_answered() {
 #[test]
 fn events_raw_shows_the_stored_form_beside_todays() {
     let server = server_with_v1_events();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_jetsource"))
-        .args(["events", "organization", "acme", "--raw", "--json", "-s"])
-        .arg(server.url())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = support::run_ok(
+        &server.url(),
+        &["events", "organization", "acme", "--raw", "--json"],
     );
-    let events: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let events: Vec<Value> = serde_json::from_str(&out).unwrap();
     assert_eq!(events.len(), 17, "acme's 17 events");
     for e in &events {
         let renamed = e["seq"] == 34;
@@ -146,12 +140,8 @@ fn events_raw_shows_the_stored_form_beside_todays() {
     assert_eq!(lapsed["stored"]["schema"], 1, "{lapsed}");
 
     // Without --raw: today's form only.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_jetsource"))
-        .args(["events", "organization", "acme", "--json", "-s"])
-        .arg(server.url())
-        .output()
-        .unwrap();
-    let events: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let out = support::run_ok(&server.url(), &["events", "organization", "acme", "--json"]);
+    let events: Vec<Value> = serde_json::from_str(&out).unwrap();
     assert_eq!(events[16]["type"], "OfferLapsed");
     assert!(events[16].get("stored").is_none());
 }

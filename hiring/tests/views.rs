@@ -499,17 +499,7 @@ async fn a_rebuild_fills_the_next_version_while_the_old_answers_then_switches() 
     use jetsource::projection::versions;
     let server = TestServer::start_with(jetsource::nats_server::Durability::Fast);
     let (client, store, _node) = node(&server, Duration::from_secs(5)).await;
-    let people = jetsource::Repository::<Person>::new(store.clone(), Default::default());
-    for i in 0..300 {
-        let cmd = hiring::PersonCommand::Register {
-            name: format!("P {i}"),
-            email: format!("p{i}@x.org"),
-        };
-        people
-            .execute(&format!("p{i}"), &cmd, &jetsource::Metadata::default())
-            .await
-            .unwrap();
-    }
+    support::register_people(&store, 300).await;
     let last = store
         .last_position("person", "p299")
         .await
@@ -613,35 +603,9 @@ async fn jetsource_project_rebuild_runs_to_the_switch_and_exits() {
     let store = EventStore::open(client, StoreConfig::default())
         .await
         .unwrap();
-    let people = jetsource::Repository::<Person>::new(store.clone(), Default::default());
-    for i in 0..50 {
-        let cmd = hiring::PersonCommand::Register {
-            name: format!("P {i}"),
-            email: format!("p{i}@x.org"),
-        };
-        people
-            .execute(&format!("p{i}"), &cmd, &jetsource::Metadata::default())
-            .await
-            .unwrap();
-    }
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_jetsource"))
-        .args([
-            "project",
-            "person_directory",
-            "--rebuild",
-            "--nats-url",
-            &server.url(),
-            "--log-level",
-            "warn",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("version 2 built and active"));
+    support::register_people(&store, 50).await;
+    let out = support::run_ok(&server.url(), &["project", "person_directory", "--rebuild"]);
+    assert!(out.contains("version 2 built and active"), "{out}");
     assert_eq!(
         jetsource::projection::versions::active(&store, "person_directory")
             .await

@@ -79,8 +79,8 @@ struct Context {
     ca: String,
 }
 
-/// `5s`, `250ms`, `2m`, `1h` or a number of seconds.
-fn parse_duration(text: &str) -> Result<Duration, String> {
+/// `5s`, `250ms`, `2m`, `1h`, `30d` or a number of seconds.
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let split = text
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
@@ -94,7 +94,8 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
         "ms" => number / 1000.0,
         "m" => number * 60.0,
         "h" => number * 3600.0,
-        _ => return Err(format!("{text:?}: the unit must be ms, s, m or h")),
+        "d" => number * 86400.0,
+        _ => return Err(format!("{text:?}: the unit must be ms, s, m, h or d")),
     };
     Duration::try_from_secs_f64(seconds).map_err(|e| format!("{text:?}: {e}"))
 }

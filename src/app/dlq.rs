@@ -35,6 +35,16 @@ enum Action {
         /// Its DLQ sequence.
         dlq_seq: u64,
     },
+    /// Drop every event one consumer parked (or, with `--all`, every consumer's);
+    /// events waiting to be retried stay.
+    Purge {
+        /// The consumer, e.g. `proj_offers` or `saga_hiring`.
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        consumer: Option<String>,
+        /// Every consumer's parked events.
+        #[arg(long)]
+        all: bool,
+    },
 }
 
 pub(crate) async fn run(args: Args) -> Result<Outcome> {
@@ -96,6 +106,10 @@ pub(crate) async fn run(args: Args) -> Result<Outcome> {
                 return Err(format!("no parked event at {dlq_seq}").into());
             }
             println!("discarded {dlq_seq}");
+        }
+        Action::Purge { consumer, .. } => {
+            let purged = dlq::purge(&store, consumer.as_deref()).await?;
+            println!("purged {purged} parked events");
         }
     }
     Ok(Outcome::Done)

@@ -19,6 +19,10 @@ pub(crate) struct Args {
     /// follows the switch.
     #[arg(long)]
     rebuild: bool,
+    /// Delete the versions older than the active one (their view buckets and
+    /// consumers), print which, and exit.
+    #[arg(long, conflicts_with = "rebuild")]
+    drop_retired: bool,
     #[command(flatten)]
     connection: Connection,
     /// Events per batch.
@@ -61,6 +65,14 @@ pub(super) async fn project<P: Projection>(make: impl Fn() -> P, args: Args) -> 
     let ttl = args.standby.lease_ttl();
     if args.rebuild {
         return rebuild(make(), store, config, ttl).await;
+    }
+    if args.drop_retired {
+        let dropped = versions::drop_retired(&store, &args.name).await?;
+        match dropped.is_empty() {
+            true => println!("{}: no retired versions", args.name),
+            false => println!("{}: dropped versions {dropped:?}", args.name),
+        }
+        return Ok(Outcome::Done);
     }
     let telemetry = args
         .standby
@@ -174,5 +186,8 @@ async fn rebuild<P: Projection>(
             String::new()
         }
     );
+    if version > 1 {
+        println!("older versions stay until `jetsource project {name} --drop-retired`");
+    }
     Ok(Outcome::Done)
 }

@@ -99,6 +99,15 @@ enum Action {
         /// The instance (for hiring: the offer id).
         id: String,
     },
+    /// Remove the records of instances that finished longer ago than
+    /// `--finished-before` (running ones stay); prints the ids removed.
+    Prune {
+        /// The saga, e.g. `hiring`.
+        saga: String,
+        /// Age of the last change, e.g. `30d`, `12h`.
+        #[arg(long, value_parser = super::connection::parse_duration)]
+        finished_before: std::time::Duration,
+    },
 }
 
 pub(crate) async fn list(args: ListArgs) -> Result<Outcome> {
@@ -147,5 +156,22 @@ pub(crate) async fn list(args: ListArgs) -> Result<Outcome> {
             }
             None => Err(format!("no {saga} instance {id:?}").into()),
         },
+        Action::Prune {
+            saga,
+            finished_before,
+        } => {
+            let age = chrono::Duration::from_std(finished_before)
+                .map_err(|e| format!("--finished-before: {e}"))?;
+            let pruned = instances::prune(&store, &saga, chrono::Utc::now() - age).await?;
+            if args.json {
+                println!("{}", serde_json::to_string(&pruned)?);
+            } else {
+                for id in &pruned {
+                    println!("{id}");
+                }
+                eprintln!("{} finished {saga} instances removed", pruned.len());
+            }
+            Ok(Outcome::Done)
+        }
     }
 }

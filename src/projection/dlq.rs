@@ -1,4 +1,4 @@
-//! Parked events in stream `DLQ`: list, show, retry, discard.
+//! Parked events in stream `DLQ`: list, show, retry, discard, purge.
 //!
 //! Retrying a projection's event hands it to the projection where it stands: the
 //! event moves to `dlq.retry.<consumer>`, and the running projection (or the next
@@ -124,6 +124,31 @@ pub async fn discard(store: &EventStore, dlq_seq: u64) -> Result<bool, DlqError>
         return Ok(false);
     };
     Ok(stream.delete_message(dlq_seq).await.is_ok())
+}
+
+/// Drops every event `consumer` parked (every consumer's with `None`) and returns
+/// how many; events waiting to be retried (`dlq.retry.…`) stay.
+///
+/// ```no_run
+/// # async fn demo(store: jetsource::EventStore) {
+/// let dropped = jetsource::projection::dlq::purge(&store, Some("proj_offers")).await.unwrap();
+/// # }
+/// ```
+pub async fn purge(store: &EventStore, consumer: Option<&str>) -> Result<u64, DlqError> {
+    let Some(stream) = stream(store).await? else {
+        return Ok(0);
+    };
+    let prefix = store.subjects().prefix();
+    let filter = match consumer {
+        // A name is one subject token: no wildcard may widen the purge.
+        Some(c) if c.is_empty() || c.contains(['.', '*', '>', ' ', '\t']) => {
+            return Err(DlqError(format!("{c:?} is not a consumer name")))
+        }
+        Some(c) => format!("{prefix}dlq.{c}"),
+        None => format!("{prefix}dlq.*"),
+    };
+    let purged = stream.purge().filter(filter).await.map_err(err)?;
+    Ok(purged.purged)
 }
 
 fn retry_prefix(store: &EventStore) -> String {

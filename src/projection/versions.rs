@@ -148,3 +148,40 @@ pub async fn all_active(store: &EventStore) -> Result<Vec<(String, u32)>, Versio
     }
     Ok(active)
 }
+
+/// Deletes the versions of `projection` older than the active one (their view
+/// buckets, checkpoints inside, and their consumers on the event stream) and
+/// returns the versions that had something to delete (one whose deletion failed
+/// is not listed: run it again). A rebuild in progress is a
+/// newer version and is left alone; nodes and the projection's process have
+/// followed the switch already (they watch [`BUCKET`]).
+///
+/// ```no_run
+/// # async fn demo(store: jetsource::EventStore) {
+/// let dropped = jetsource::projection::versions::drop_retired(&store, "offers").await.unwrap();
+/// # }
+/// ```
+pub async fn drop_retired(store: &EventStore, projection: &str) -> Result<Vec<u32>, VersionsError> {
+    let active = active(store, projection).await?;
+    let events = store
+        .jetstream()
+        .get_stream(&store.config().stream)
+        .await
+        .map_err(|e| VersionsError::with_source(VersionsErrorKind::Write, e))?;
+    let mut dropped = Vec::new();
+    for version in 1..active {
+        let consumer = events
+            .delete_consumer(&consumer_name(projection, version))
+            .await
+            .is_ok();
+        let bucket = store
+            .jetstream()
+            .delete_key_value(bucket_name(projection, version))
+            .await
+            .is_ok();
+        if consumer || bucket {
+            dropped.push(version);
+        }
+    }
+    Ok(dropped)
+}

@@ -106,6 +106,26 @@ pub fn key(saga: &str, instance: &str) -> String {
     format!("{saga}.{instance}")
 }
 
+/// The bucket and the keys of `saga`'s instances; `None` before any saga ran.
+async fn keys_of(
+    store: &EventStore,
+    saga: &str,
+) -> Result<Option<(async_nats::jetstream::kv::Store, Vec<String>)>, JetStreamError> {
+    let Ok(bucket) = store.jetstream().get_key_value(BUCKET).await else {
+        return Ok(None);
+    };
+    let prefix = format!("{saga}.");
+    let keys: Vec<String> = bucket
+        .keys()
+        .await
+        .map_err(js_err)?
+        .try_filter(|k| futures::future::ready(k.starts_with(&prefix)))
+        .try_collect()
+        .await
+        .map_err(js_err)?;
+    Ok(Some((bucket, keys)))
+}
+
 /// Every instance of `saga` (finished ones included), ordered by start time.
 ///
 /// ```no_run
@@ -116,19 +136,11 @@ pub fn key(saga: &str, instance: &str) -> String {
 /// # }
 /// ```
 pub async fn list(store: &EventStore, saga: &str) -> Result<Vec<Instance<Value>>, JetStreamError> {
-    let Ok(bucket) = store.jetstream().get_key_value(BUCKET).await else {
+    let Some((bucket, keys)) = keys_of(store, saga).await? else {
         return Ok(Vec::new());
     };
-    let prefix = format!("{saga}.");
-    let keys: Vec<String> = bucket
-        .keys()
-        .await
-        .map_err(js_err)?
-        .try_collect()
-        .await
-        .map_err(js_err)?;
     let mut found = Vec::new();
-    for key in keys.into_iter().filter(|k| k.starts_with(&prefix)) {
+    for key in keys {
         if let Some(bytes) = bucket.get(&key).await.map_err(js_err)? {
             match serde_json::from_slice(&bytes) {
                 Ok(instance) => found.push(instance),
@@ -138,6 +150,51 @@ pub async fn list(store: &EventStore, saga: &str) -> Result<Vec<Instance<Value>>
     }
     found.sort_by_key(|i: &Instance<Value>| i.started_at);
     Ok(found)
+}
+
+/// Removes the records of `saga`'s instances that finished before `cutoff` (by
+/// their last change) and returns their ids; running instances, and finished ones
+/// with a deadline still pending, stay whatever their age. A record that changes while this runs is kept (the removal expects
+/// the revision it read). An event that later names a removed instance starts it
+/// afresh, as if it had never run: keep records for longer than such an event
+/// can arrive.
+///
+/// ```no_run
+/// # async fn demo(store: jetsource::EventStore) {
+/// let month_ago = chrono::Utc::now() - chrono::Duration::days(30);
+/// let gone = jetsource::saga::instances::prune(&store, "hiring", month_ago).await.unwrap();
+/// println!("{} finished instances removed", gone.len());
+/// # }
+/// ```
+pub async fn prune(
+    store: &EventStore,
+    saga: &str,
+    cutoff: DateTime<Utc>,
+) -> Result<Vec<String>, JetStreamError> {
+    let Some((bucket, keys)) = keys_of(store, saga).await? else {
+        return Ok(Vec::new());
+    };
+    let mut pruned = Vec::new();
+    for key in keys {
+        let Some(entry) = bucket.entry(&key).await.map_err(js_err)? else {
+            continue;
+        };
+        let Ok(record) = serde_json::from_slice::<Instance<Value>>(&entry.value) else {
+            continue;
+        };
+        if record.outcome.is_none() || !record.deadlines.is_empty() || record.updated_at >= cutoff {
+            continue;
+        }
+        // A purge, not a delete: the record's history goes with it.
+        if bucket
+            .purge_expect_revision(&key, Some(entry.revision))
+            .await
+            .is_ok()
+        {
+            pruned.push(record.id);
+        }
+    }
+    Ok(pruned)
 }
 
 /// One instance, if it exists.

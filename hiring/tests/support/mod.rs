@@ -17,6 +17,41 @@ pub fn start(url: &str, args: &[&str]) -> Process {
     AppProcess::start(env!("CARGO_BIN_EXE_jetsource"), url, args)
 }
 
+/// `jetsource <args…> -s <url>` run to its end: its output, whatever its exit code.
+pub fn run(url: &str, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_jetsource"))
+        .args(args)
+        .args(["-s", url])
+        .output()
+        .expect("jetsource runs")
+}
+
+/// [`run`], asserting it succeeded: its standard output.
+pub fn run_ok(url: &str, args: &[&str]) -> String {
+    let out = run(url, args);
+    assert!(
+        out.status.success(),
+        "jetsource {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Registers people `p0`..`p<n-1>` (named `P <i>`, email `p<i>@x.org`).
+pub async fn register_people(store: &EventStore, n: usize) {
+    let people = jetsource::Repository::<hiring::Person>::new(store.clone(), Default::default());
+    for i in 0..n {
+        let cmd = hiring::PersonCommand::Register {
+            name: format!("P {i}"),
+            email: format!("p{i}@x.org"),
+        };
+        people
+            .execute(&format!("p{i}"), &cmd, &jetsource::Metadata::default())
+            .await
+            .expect("register");
+    }
+}
+
 pub async fn open_store(server: &TestServer) -> EventStore {
     let client = jetsource::connect(&server.url()).await.expect("connect");
     EventStore::open(client, StoreConfig::default())
