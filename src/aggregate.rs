@@ -32,7 +32,9 @@ pub trait DomainEvent:
     }
 
     /// How stored events of earlier versions are read today, applied on read:
-    /// one schema up, under another type name, or as several events.
+    /// one schema up, under another type name, or as several events. Build the
+    /// table in a `const` (the [`Upcaster`] constructors are `const fn`) and
+    /// return that.
     fn upcasters() -> &'static [Upcaster] {
         &[]
     }
@@ -172,7 +174,9 @@ pub const MAX_UPCAST_STEPS: usize = 64;
 /// # enum E { Registered { name: String } }
 /// impl jetsource::DomainEvent for E {
 ///     fn upcasters() -> &'static [jetsource::Upcaster] {
-///         &[jetsource::Upcaster::rename("Enrolled", 1, "Registered", 1)]
+///         const UPCASTERS: &[jetsource::Upcaster] =
+///             &[jetsource::Upcaster::rename("Enrolled", 1, "Registered", 1)];
+///         UPCASTERS
 ///     }
 /// }
 /// let stored = jetsource::EventForm::new("Enrolled", 1, serde_json::json!({"name": "Ada"}));
