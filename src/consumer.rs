@@ -73,13 +73,14 @@ pub(crate) async fn ensure_dlq(
         .map_err(js_err)
 }
 
-/// A consumer's checkpoint: the last stream sequence fully handled.
+/// A consumer's checkpoint: the last stream sequence fully handled, and when
+/// its event was stored (see [`storage::check_stream`](crate::projection::storage)).
 #[derive(Debug)]
 pub(crate) struct Checkpoint {
+    store: EventStore,
     bucket: kv::Store,
     key: String,
-    value: u64,
-    revision: u64,
+    mark: crate::projection::storage::Checkpoint,
 }
 
 /// Another instance moved the checkpoint: this one must stop writing.
@@ -91,49 +92,48 @@ impl Checkpoint {
     pub(crate) async fn load(store: &EventStore, key: &str) -> Result<Checkpoint, JetStreamError> {
         let bucket = bucket(store.jetstream(), CHECKPOINTS, store.config().replicas).await?;
         let mut checkpoint = Checkpoint {
+            store: store.clone(),
             bucket,
             key: key.to_string(),
-            value: 0,
-            revision: 0,
+            mark: Default::default(),
         };
         checkpoint.reload().await?;
         Ok(checkpoint)
     }
 
     pub(crate) fn value(&self) -> u64 {
-        self.value
+        self.mark.value
     }
 
     /// Reads the checkpoint again, as another writer may have left it.
     pub(crate) async fn reload(&mut self) -> Result<(), JetStreamError> {
-        (self.value, self.revision) = match self.bucket.entry(&self.key).await.map_err(js_err)? {
-            Some(entry) => (
-                crate::projection::storage::decode_number(&entry.value).unwrap_or(0),
-                entry.revision,
-            ),
-            None => (0, 0),
-        };
+        self.mark = crate::projection::storage::read_checkpoint_at(&self.bucket, &self.key).await?;
         Ok(())
     }
 
-    /// Moves the checkpoint forward to `to` (never back), by compare-and-set.
-    pub(crate) async fn advance(&mut self, to: u64) -> Result<(), Superseded> {
-        if to <= self.value {
+    /// Whether the event the checkpoint names is still where it was in the stream.
+    pub(crate) async fn check_stream(
+        &self,
+    ) -> Result<Option<crate::projection::storage::StreamChanged>, crate::store::ReadError> {
+        crate::projection::storage::check_stream(&self.store, &self.mark).await
+    }
+
+    /// Moves the checkpoint forward to `to` (a sequence and when its event was
+    /// stored; never back), by compare-and-set on its revision.
+    pub(crate) async fn advance(&mut self, to: StoredMark) -> Result<(), Superseded> {
+        if to.0 <= self.mark.value {
             return Ok(());
         }
-        let value = crate::projection::storage::encode_number(to);
-        let written = if self.revision == 0 {
-            self.bucket.create(&self.key, value).await.ok()
-        } else {
-            self.bucket
-                .update(&self.key, value, self.revision)
-                .await
-                .ok()
-        };
-        let revision = written.ok_or_else(|| Superseded(self.key.clone()))?;
-        self.revision = revision;
-        self.value = to;
-        Ok(())
+        crate::projection::storage::commit_at(
+            &self.store,
+            &self.bucket,
+            &self.key,
+            [],
+            &mut self.mark,
+            to,
+        )
+        .await
+        .map_err(|_| Superseded(self.key.clone()))
     }
 }
 
@@ -272,13 +272,34 @@ pub(crate) async fn run_until_stopped<R: Stepping>(
                     _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                     _ = stop.changed() => return Ok(()),
                 }
-                if let Err(e) = runner.restart().await {
-                    tracing::warn!(consumer = %runner.consumer_name(), error = %e, "consumer not restarted yet");
+                match runner.restart().await {
+                    Ok(()) => {}
+                    Err(e) if R::is_transient(&e) => {
+                        tracing::warn!(consumer = %runner.consumer_name(), error = %e, "consumer not restarted yet");
+                    }
+                    // Found on the way back (the stream is not the one it was).
+                    Err(e) => return Err(e),
                 }
             }
             Err(e) => return Err(e),
         }
     }
+}
+
+/// A stream sequence and when its event was stored: which event a checkpoint is at.
+pub(crate) type StoredMark = (u64, Option<chrono::DateTime<chrono::Utc>>);
+
+/// A delivered message's stream sequence and when it was stored.
+pub(crate) fn stored_mark(m: &jetstream::Message) -> StoredMark {
+    match m.info() {
+        Ok(info) => (info.stream_sequence, stored_time(&info)),
+        Err(_) => (0, None),
+    }
+}
+
+fn stored_time(info: &jetstream::message::Info<'_>) -> Option<chrono::DateTime<chrono::Utc>> {
+    let published = info.published;
+    chrono::DateTime::from_timestamp(published.unix_timestamp(), published.nanosecond())
 }
 
 /// The event a consumer delivered, with its stream sequence; an error says why a
@@ -292,9 +313,7 @@ pub(crate) fn recorded_event(
         Err(e) => return (0, Err(format!("not a JetStream message: {e}"))),
     };
     let seq = info.stream_sequence;
-    let published = info.published;
-    let stored_at =
-        chrono::DateTime::from_timestamp(published.unix_timestamp(), published.nanosecond());
+    let stored_at = stored_time(&info);
     let event = (|| {
         let (aggregate, id) = store
             .subjects()

@@ -6,7 +6,9 @@ use super::connection::Connection;
 use super::{Outcome, Result};
 use crate::projection::lease::Lease;
 use crate::projection::rebuild::Rebuild;
-use crate::projection::{versions, PoisonPolicy, Projection, ProjectionRunner, RunnerConfig};
+use crate::projection::{
+    versions, PoisonPolicy, Projection, ProjectionRunner, RunnerConfig, RunnerErrorKind,
+};
 use crate::EventStore;
 use std::time::Duration;
 
@@ -39,6 +41,39 @@ impl Args {
     /// The projection asked for.
     pub(super) fn name(&self) -> &str {
         &self.name
+    }
+}
+
+fn stream_changed(e: &crate::projection::RunnerError) -> bool {
+    matches!(e.kind(), RunnerErrorKind::StreamChanged(_))
+}
+
+/// Says once, as an error, that `version` of the view was built from a stream
+/// that is gone, then waits (applying nothing) until a rebuild switches the view
+/// to another version: true, go on with it; false, SIGINT/SIGTERM came first.
+async fn refuse_until_switched(
+    store: &EventStore,
+    name: &str,
+    version: u32,
+    error: &crate::projection::RunnerError,
+) -> bool {
+    tracing::error!(
+        projection = name,
+        version,
+        %error,
+        "refusing to apply events: rebuild with `jetsource project {name} --rebuild`; this process follows the rebuilt version"
+    );
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = super::wait_for_signal() => return false,
+        }
+        if versions::active(store, name)
+            .await
+            .is_ok_and(|v| v != version)
+        {
+            return true;
+        }
     }
 }
 
@@ -97,10 +132,26 @@ pub(super) async fn project<P: Projection>(make: impl Fn() -> P, args: Args) -> 
             version,
             ..config.clone()
         };
-        let start = || ProjectionRunner::new(store.clone(), make(), config.clone());
-        let Some(runner) = super::active::until_ok("starting the projection", start).await else {
+        // A server that is away is waited for; a stream that changed is not.
+        let start = || async {
+            match ProjectionRunner::new(store.clone(), make(), config.clone()).await {
+                Err(e) if stream_changed(&e) => Ok(Err(e)),
+                started => started.map(Ok),
+            }
+        };
+        let Some(started) = super::active::until_ok("starting the projection", start).await else {
             lease.release().await;
             return Ok(Outcome::Done);
+        };
+        let runner = match started {
+            Ok(runner) => runner,
+            Err(e) => {
+                lease.release().await;
+                match refuse_until_switched(&store, &args.name, version, &e).await {
+                    true => continue,
+                    false => return Ok(Outcome::Done),
+                }
+            }
         };
         tracing::info!(
             projection = args.name,
@@ -122,7 +173,18 @@ pub(super) async fn project<P: Projection>(make: impl Fn() -> P, args: Args) -> 
             }
         };
         let run = |stopped| runner.run(stopped);
-        let ended = super::active::while_holding(lease, &key, run, switched).await?;
+        let ended = match super::active::while_holding(lease, &key, run, switched).await {
+            Ok(ended) => ended,
+            Err(e) => match e.downcast_ref::<crate::projection::RunnerError>() {
+                Some(changed) if stream_changed(changed) => {
+                    match refuse_until_switched(&store, &args.name, version, changed).await {
+                        true => continue,
+                        false => return Ok(Outcome::Done),
+                    }
+                }
+                _ => return Err(e),
+            },
+        };
         match ended {
             Ended::Done => {
                 telemetry.stopping();

@@ -5,7 +5,7 @@ use super::active::Ended;
 use super::connection::Connection;
 use super::{Outcome, Result};
 use crate::client::Client;
-use crate::saga::{instances, Saga, SagaConfig, SagaRunner};
+use crate::saga::{instances, Saga, SagaConfig, SagaErrorKind, SagaRunner};
 use std::time::Duration;
 
 #[derive(clap::Args, Debug)]
@@ -50,10 +50,25 @@ pub(super) async fn run<S: Saga + Clone>(saga: S, args: Args) -> Result<Outcome>
             break;
         };
         let _census = telemetry.census(&store, &args.name);
-        let start = || SagaRunner::new(store.clone(), client.clone(), saga.clone(), config.clone());
-        let Some(runner) = super::active::until_ok("starting the saga", start).await else {
+        // A server that is away is waited for; a stream that changed ends the
+        // process with why (a saga cannot be rebuilt the way a view can).
+        let start = || async {
+            match SagaRunner::new(store.clone(), client.clone(), saga.clone(), config.clone()).await
+            {
+                Err(e) if matches!(e.kind(), SagaErrorKind::StreamChanged(_)) => Ok(Err(e)),
+                started => started.map(Ok),
+            }
+        };
+        let Some(started) = super::active::until_ok("starting the saga", start).await else {
             lease.release().await;
             return Ok(Outcome::Done);
+        };
+        let runner = match started {
+            Ok(runner) => runner,
+            Err(e) => {
+                lease.release().await;
+                return Err(e.into());
+            }
         };
         tracing::info!(
             saga = args.name,

@@ -225,6 +225,14 @@ fn checks(report: &Report, args: &Args) -> Vec<Check> {
             ),
         });
         checks.push(Check {
+            check: format!("{name} stream"),
+            ok: c.stream_changed.is_none(),
+            detail: match &c.stream_changed {
+                None => format!("{name}'s checkpoint fits the event stream"),
+                Some(why) => format!("{name}: {why}; {}", stream_advice(name)),
+            },
+        });
+        checks.push(Check {
             check: format!("{name} parked"),
             ok: c.parked <= args.max_parked,
             detail: format!(
@@ -234,6 +242,21 @@ fn checks(report: &Report, args: &Args) -> Vec<Check> {
         });
     }
     checks
+}
+
+/// What to do about a consumer whose checkpoint no longer fits the stream.
+fn stream_advice(consumer: &str) -> String {
+    match consumer.strip_prefix("proj_") {
+        Some(view) => {
+            let name = match view.rsplit_once("_v") {
+                Some((name, v)) if v.parse::<u32>().is_ok() => name,
+                _ => view,
+            };
+            format!("it applies nothing until rebuilt (`jetsource project {name} --rebuild`)")
+        }
+        None => "it refuses to start: its instances were made from events the stream no longer has"
+            .into(),
+    }
 }
 
 fn print_text(report: &Report) {
@@ -271,6 +294,9 @@ fn print_text(report: &Report) {
             "  consumer {}: checkpoint {} of {}, lag {} events ({:.1}s), {} redelivered, {} parked, {role}",
             c.consumer, c.checkpoint, c.stream_last_seq, c.lag_events, c.lag_seconds, c.redelivered, c.parked,
         );
+        if let Some(why) = &c.stream_changed {
+            println!("    STREAM CHANGED: {why}; {}", stream_advice(&c.consumer));
+        }
     }
     for c in report.checks.iter().flatten() {
         println!(

@@ -253,10 +253,9 @@ impl Rows {
 
     /// The stream sequence this view has applied up to (its checkpoint).
     pub(crate) async fn applied(&self) -> Result<u64, QueryError> {
-        Ok(storage::read_checkpoint(&self.kv)
+        storage::read_applied(&self.kv)
             .await
-            .map_err(QueryError::unavailable)?
-            .value)
+            .map_err(QueryError::unavailable)
     }
 
     /// A row's value (`None` if absent or deleted). A key no row can have (too

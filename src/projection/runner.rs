@@ -88,6 +88,11 @@ pub enum RunnerErrorKind {
         /// The version being built.
         version: u32,
     },
+    /// The event stream no longer holds the event the view's checkpoint names
+    /// (recreated, restored to an earlier point, or cut short by a power loss):
+    /// going on would skip or mix events, so the runner refuses; a rebuild
+    /// (`jetsource project <name> --rebuild`) makes the view anew.
+    StreamChanged(storage::StreamChanged),
 }
 
 impl fmt::Display for RunnerErrorKind {
@@ -100,6 +105,9 @@ impl fmt::Display for RunnerErrorKind {
             RunnerErrorKind::Superseded => f.write_str("another projection runner committed"),
             RunnerErrorKind::NotCaughtUp { version } => {
                 write!(f, "version {version} has not caught up yet")
+            }
+            RunnerErrorKind::StreamChanged(changed) => {
+                write!(f, "{changed}; the view must be rebuilt")
             }
         }
     }
@@ -172,6 +180,21 @@ impl<P: Projection> std::fmt::Debug for ProjectionRunner<P> {
     }
 }
 
+/// Refuses a checkpoint whose event is no longer in the stream where it was (a
+/// stream that cannot be asked is a transient error: ask again).
+async fn check_stream(
+    store: &EventStore,
+    checkpoint: &storage::Checkpoint,
+) -> Result<(), RunnerError> {
+    match storage::check_stream(store, checkpoint)
+        .await
+        .map_err(js_err)?
+    {
+        None => Ok(()),
+        Some(changed) => Err(RunnerErrorKind::StreamChanged(changed).into()),
+    }
+}
+
 async fn cursor<P: Projection>(
     store: &EventStore,
     projection: &P,
@@ -206,6 +229,9 @@ impl<P: Projection> consumer::Stepping for ProjectionRunner<P> {
 
     async fn restart(&mut self) -> Result<(), RunnerError> {
         self.checkpoint = storage::read_checkpoint(&self.rows).await?;
+        // The stream first: the cursor (recreated under the same name) would
+        // deliver whatever the stream holds now.
+        check_stream(&self.store, &self.checkpoint).await?;
         self.consumer = cursor(
             &self.store,
             self.projection.as_ref(),
@@ -241,7 +267,9 @@ impl<P: Projection> ProjectionRunner<P> {
         .await?;
         let dlq = consumer::ensure_dlq(&store).await?;
         let checkpoint = storage::read_checkpoint(&rows).await?;
+        // The cursor first: `status` lists consumers, and shows why this one stands.
         let consumer = cursor(&store, &projection, &config, checkpoint.value).await?;
+        check_stream(&store, &checkpoint).await?;
         let meter = crate::telemetry::metrics::Consumer::new(&super::versions::consumer_name(
             &name,
             config.version,
@@ -296,7 +324,7 @@ impl<P: Projection> ProjectionRunner<P> {
     pub async fn step(&mut self) -> Result<usize, RunnerError> {
         let carried = !self.carried.is_empty();
         let stream_end = if self.idle && !carried {
-            Some(self.store.last_seq().await.map_err(js_err)?)
+            Some(self.store.stream_end().await.map_err(js_err)?)
         } else {
             None
         };
@@ -328,7 +356,10 @@ impl<P: Projection> ProjectionRunner<P> {
             Some(Cut::Failed(i, _) | Cut::Full(i)) => *i,
             None => events.len(),
         };
-        let last_good = events[..applied_up_to].iter().map(|(seq, _)| *seq).max();
+        let last_good = messages[..applied_up_to]
+            .iter()
+            .map(consumer::stored_mark)
+            .max_by_key(|(seq, _)| *seq);
         self.commit(view, last_good).await?;
         self.meter.applied(applied_up_to);
         let handled = messages.len();
@@ -349,7 +380,8 @@ impl<P: Projection> ProjectionRunner<P> {
                 if self.failures >= self.config.max_deliver.max(1) as u32 {
                     self.failures = 0;
                     self.park(&messages[i], *seq, &reason).await?;
-                    self.commit(View::default(), Some(*seq)).await?;
+                    let parked = consumer::stored_mark(&messages[i]);
+                    self.commit(View::default(), Some(parked)).await?;
                     messages[i].ack().await.map_err(js_err)?;
                     self.carried = messages.split_off(i + 1);
                     if self.config.poison == PoisonPolicy::Stop {
@@ -478,19 +510,26 @@ impl<P: Projection> ProjectionRunner<P> {
         }
     }
 
-    /// Commits the changed rows and the checkpoint `to` as one atomic batch, fenced
-    /// on the checkpoint (see [`storage`]). Nothing to write, nothing sent.
-    async fn commit(&mut self, view: View, to: Option<u64>) -> Result<(), RunnerError> {
-        let current = self.checkpoint.value;
-        let Some(to) = to.filter(|to| *to > current || !view.changed.is_empty()) else {
+    /// Commits the changed rows and the checkpoint `to` (a sequence and when its
+    /// event was stored) as one atomic batch, fenced on the checkpoint (see
+    /// [`storage`]). Nothing to write, nothing sent.
+    async fn commit(
+        &mut self,
+        view: View,
+        to: Option<consumer::StoredMark>,
+    ) -> Result<(), RunnerError> {
+        let current = (self.checkpoint.value, self.checkpoint.stored_at);
+        let Some(to) = to.filter(|to| to.0 > current.0 || !view.changed.is_empty()) else {
             return Ok(());
         };
+        let (seq, stored_at) = if to.0 > current.0 { to } else { current };
         storage::commit(
             &self.store,
             &self.rows,
             view.changed,
             &mut self.checkpoint,
-            to.max(current),
+            seq,
+            stored_at,
         )
         .await?;
         Ok(())
@@ -540,7 +579,7 @@ impl<P: Projection> ProjectionRunner<P> {
                 )
                 .await?;
             } else {
-                let current = self.checkpoint.value;
+                let current = (self.checkpoint.value, self.checkpoint.stored_at);
                 self.commit(view, Some(current)).await?;
                 tracing::info!(consumer, seq, "retried event applied");
             }

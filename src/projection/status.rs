@@ -30,6 +30,10 @@ pub struct ConsumerStatus {
     /// A projection version queries no longer read (a rebuild replaced it): its
     /// lag means nothing and nobody needs to run it.
     pub retired: bool,
+    /// Why the checkpoint no longer fits the event stream (recreated, restored to
+    /// an earlier point, cut short by a power loss): a projection refuses to go
+    /// on until it is rebuilt, a saga refuses to start. `None`: it fits.
+    pub stream_changed: Option<String>,
 }
 
 /// What went wrong gathering the consumers' status.
@@ -130,16 +134,28 @@ async fn gather(
             continue;
         }
         // A projection's checkpoint lives beside its rows; a saga's in `checkpoints`.
-        let checkpoint = match (super::versions::bucket_of_consumer(&name), &checkpoints) {
-            (Some(bucket), _) => super::storage::applied(store, &bucket).await.unwrap_or(0),
-            (None, Some(kv)) => kv
-                .get(&name)
-                .await
-                .ok()
-                .flatten()
-                .and_then(|b| super::storage::decode_number(&b))
-                .unwrap_or(0),
-            (None, None) => 0,
+        let kv = match super::versions::bucket_of_consumer(&name) {
+            Some(bucket) => js.get_key_value(&bucket).await.ok(),
+            None => checkpoints.clone(),
+        };
+        let key = match super::versions::bucket_of_consumer(&name) {
+            Some(_) => super::storage::CHECKPOINT_KEY,
+            None => name.as_str(),
+        };
+        let stored = match &kv {
+            Some(kv) => super::storage::read_checkpoint_at(kv, key).await.ok(),
+            None => None,
+        };
+        let (checkpoint, stream_changed) = match stored {
+            Some(stored) => (
+                stored.value,
+                super::storage::check_stream(store, &stored)
+                    .await
+                    .ok()
+                    .flatten()
+                    .map(|e| e.to_string()),
+            ),
+            None => (0, None),
         };
         let lag_events = c.num_pending + c.num_ack_pending as u64;
         let lag_seconds = if lag_events == 0 {
@@ -179,6 +195,7 @@ async fn gather(
             lag_events,
             lag_seconds,
             redelivered: c.num_redelivered,
+            stream_changed,
         });
     }
     out.sort_by(|a, b| a.consumer.cmp(&b.consumer));

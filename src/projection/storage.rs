@@ -13,7 +13,10 @@
 //! This module owns the read side's stored formats: rows (`{seq, value}` JSON),
 //! checkpoints (a projection's beside its rows, a saga's in `checkpoints`) and view
 //! versions (`view_versions`), the last two as decimal text (`encode_number`,
-//! `decode_number`) so `nats kv get` shows them as they are.
+//! `decode_number`) so `nats kv get` shows them as they are. A checkpoint's
+//! message also names its event by the time it was stored
+//! ([`CHECKPOINT_STORED_AT`]), so a runner can tell that the stream it reads is
+//! still the one the checkpoint was made from (`check_stream`).
 
 use super::Row;
 use crate::consumer::{js_err, JetStreamError, JetStreamErrorKind};
@@ -21,6 +24,7 @@ use crate::store::append::OutMsg;
 use crate::store::{AppendErrorKind, EventStore};
 use async_nats::jetstream::{self, kv};
 use async_nats::HeaderMap;
+use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 use std::str::FromStr;
 
@@ -97,28 +101,100 @@ pub(crate) fn decode_row(bytes: &[u8]) -> Option<Row> {
     serde_json::from_slice(bytes).ok()
 }
 
+/// The header on a view's checkpoint naming when the event at the checkpoint was
+/// stored (RFC 3339, nanoseconds): with the sequence, which event that was. A
+/// stream recreated, restored to an earlier point or cut short by a power loss
+/// has no such event there any more, which is how a runner notices.
+pub const CHECKPOINT_STORED_AT: &str = "Jetsource-Checkpoint-Stored-At";
+
 /// A view's checkpoint as its writer last saw it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct Checkpoint {
     /// The last stream sequence applied.
     pub(crate) value: u64,
+    /// When the event at `value` was stored; `None` for a checkpoint written
+    /// before this was recorded, or at 0.
+    pub(crate) stored_at: Option<DateTime<Utc>>,
     /// The KV revision it was read or written at (0: never written).
     pub(crate) revision: u64,
 }
 
-/// The checkpoint stored in `kv`.
+/// The checkpoint stored in `kv`, read raw (from the stream's leader) for its
+/// header: what a runner starts from.
 pub(crate) async fn read_checkpoint(kv: &kv::Store) -> Result<Checkpoint, JetStreamError> {
-    Ok(match kv.entry(CHECKPOINT_KEY).await.map_err(js_err)? {
-        Some(entry) if entry.operation == kv::Operation::Put => Checkpoint {
-            value: decode_number(&entry.value).unwrap_or(0),
-            revision: entry.revision,
-        },
-        Some(entry) => Checkpoint {
-            value: 0,
-            revision: entry.revision,
-        },
-        None => Checkpoint::default(),
+    read_checkpoint_at(kv, CHECKPOINT_KEY).await
+}
+
+/// The checkpoint stored under `key` in `kv` (a view's, or a saga's in
+/// `checkpoints`).
+pub(crate) async fn read_checkpoint_at(
+    kv: &kv::Store,
+    key: &str,
+) -> Result<Checkpoint, JetStreamError> {
+    let subject = format!("{}{key}", kv.prefix);
+    let message = match kv.stream.get_last_raw_message_by_subject(&subject).await {
+        Ok(message) => message,
+        Err(e) if e.kind() == jetstream::stream::LastRawMessageErrorKind::NoMessageFound => {
+            return Ok(Checkpoint::default())
+        }
+        Err(e) => return Err(js_err(e)),
+    };
+    let header = |name: &str| message.headers.get(name).map(|v| v.as_str().to_string());
+    let removed = header("KV-Operation").is_some_and(|op| op == "DEL" || op == "PURGE");
+    if removed {
+        return Ok(Checkpoint {
+            revision: message.sequence,
+            ..Checkpoint::default()
+        });
+    }
+    Ok(Checkpoint {
+        value: decode_number(&message.payload).unwrap_or(0),
+        stored_at: header(CHECKPOINT_STORED_AT)
+            .and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
+            .map(|t| t.with_timezone(&Utc)),
+        revision: message.sequence,
     })
+}
+
+/// Whether the event a checkpoint names is still in the stream where it was:
+/// `Some` says what is there instead (nothing, or an event stored at another
+/// time); `Err`, that the stream could not be asked. A checkpoint at 0 names
+/// nothing; one written before the time was recorded is only checked for an
+/// event at its sequence.
+pub(crate) async fn check_stream(
+    store: &EventStore,
+    checkpoint: &Checkpoint,
+) -> Result<Option<StreamChanged>, crate::store::ReadError> {
+    if checkpoint.value == 0 {
+        return Ok(None);
+    }
+    let found = store.stored_at(checkpoint.value).await?;
+    let changed = |found: String| StreamChanged {
+        checkpoint: checkpoint.value,
+        found,
+    };
+    Ok(match (found, checkpoint.stored_at) {
+        (None, _) => Some(changed("no event".into())),
+        (Some(found), Some(expected)) if found != expected => Some(changed(format!(
+            "an event stored at {}, not at {}",
+            found.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
+            expected.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
+        ))),
+        _ => None,
+    })
+}
+
+/// The event stream no longer holds the event a checkpoint was made at.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the checkpoint is at sequence {checkpoint}, but the event stream has {found} there: \
+     it was recreated, restored to an earlier point, or lost events in a power cut"
+)]
+pub struct StreamChanged {
+    /// The checkpoint's sequence.
+    pub checkpoint: u64,
+    /// What the stream has at that sequence.
+    pub found: String,
 }
 
 /// The applied sequence of the view in bucket `bucket` (0 if none), for readers.
@@ -128,7 +204,18 @@ pub async fn applied(store: &EventStore, bucket: &str) -> Result<u64, JetStreamE
         .get_key_value(bucket)
         .await
         .map_err(js_err)?;
-    Ok(read_checkpoint(&kv).await?.value)
+    read_applied(&kv).await
+}
+
+/// The checkpoint's sequence alone, read the way queries read rows (a direct
+/// get, which any replica answers): what `Jetsource-Min-Seq` waits on.
+pub(crate) async fn read_applied(kv: &kv::Store) -> Result<u64, JetStreamError> {
+    Ok(match kv.entry(CHECKPOINT_KEY).await.map_err(js_err)? {
+        Some(entry) if entry.operation == kv::Operation::Put => {
+            decode_number(&entry.value).unwrap_or(0)
+        }
+        _ => 0,
+    })
 }
 
 /// Why a commit did not land.
@@ -148,14 +235,37 @@ pub(crate) enum CommitError {
     },
 }
 
-/// Writes `rows` and moves the checkpoint to `to` as one atomic batch, fenced on
-/// the checkpoint's revision; on success `checkpoint` is the new one.
+/// Writes `rows` and moves the checkpoint to `to` (the event stored at
+/// `to_stored_at`) as one atomic batch, fenced on the checkpoint's revision; on
+/// success `checkpoint` is the new one.
 pub(crate) async fn commit(
     store: &EventStore,
     kv: &kv::Store,
     rows: impl IntoIterator<Item = (String, Row)>,
     checkpoint: &mut Checkpoint,
     to: u64,
+    to_stored_at: Option<DateTime<Utc>>,
+) -> Result<(), CommitError> {
+    commit_at(
+        store,
+        kv,
+        CHECKPOINT_KEY,
+        rows,
+        checkpoint,
+        (to, to_stored_at),
+    )
+    .await
+}
+
+/// [`commit`] with the checkpoint under `key` (a saga's, in `checkpoints`, with no
+/// rows).
+pub(crate) async fn commit_at(
+    store: &EventStore,
+    kv: &kv::Store,
+    key: &str,
+    rows: impl IntoIterator<Item = (String, Row)>,
+    checkpoint: &mut Checkpoint,
+    (to, to_stored_at): (u64, Option<DateTime<Utc>>),
 ) -> Result<(), CommitError> {
     let prefix = kv.put_prefix.as_ref().unwrap_or(&kv.prefix);
     let mut fence = HeaderMap::new();
@@ -163,8 +273,12 @@ pub(crate) async fn commit(
         crate::store::headers::NATS_EXPECTED_LAST_SUBJECT_SEQ,
         checkpoint.revision.to_string().as_str(),
     );
+    if let Some(at) = to_stored_at {
+        let at = at.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
+        fence.insert(CHECKPOINT_STORED_AT, at.as_str());
+    }
     let mut msgs = vec![OutMsg {
-        subject: format!("{prefix}{CHECKPOINT_KEY}"),
+        subject: format!("{prefix}{key}"),
         headers: fence,
         payload: encode_number(to),
     }];
@@ -189,6 +303,7 @@ pub(crate) async fn commit(
     // The checkpoint is the batch's first message.
     *checkpoint = Checkpoint {
         value: to,
+        stored_at: to_stored_at,
         revision: ack.last_seq + 1 - msgs.len() as u64,
     };
     Ok(())

@@ -67,14 +67,21 @@ pub enum SagaErrorKind {
     Unavailable,
     /// Another runner moved the checkpoint: this one must not write.
     Superseded,
+    /// The event stream no longer holds the event the checkpoint names
+    /// (recreated, restored to an earlier point, cut short by a power loss):
+    /// handling what is there now would skip or repeat events, so it refuses.
+    StreamChanged(crate::projection::storage::StreamChanged),
 }
 
 impl std::fmt::Display for SagaErrorKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            SagaErrorKind::Unavailable => "saga step not done yet",
-            SagaErrorKind::Superseded => "another saga runner took over",
-        })
+        match self {
+            SagaErrorKind::Unavailable => f.write_str("saga step not done yet"),
+            SagaErrorKind::Superseded => f.write_str("another saga runner took over"),
+            SagaErrorKind::StreamChanged(changed) => {
+                write!(f, "{changed}; the saga refuses to go on")
+            }
+        }
     }
 }
 
@@ -183,6 +190,7 @@ impl<G: Saga> SagaRunner<G> {
         let checkpoint = Checkpoint::load(&store, &name).await?;
         let consumer =
             consumer::cursor(&store, &name, saga.aggregates(), 1, checkpoint.value()).await?;
+        check_stream(&checkpoint).await?;
         let fired = timers::consumer(&timers, &store, saga.name()).await?;
         let meter = crate::telemetry::metrics::Consumer::new(&name);
         Ok(SagaRunner {
@@ -314,11 +322,16 @@ impl<G: Saga> SagaRunner<G> {
             .iter()
             .filter_map(|o| o.as_ref().err())
             .min_by_key(|(seq, _)| *seq);
-        let handled_up_to = match failed {
-            Some((seq, _)) => seq - 1,
-            None => events.iter().map(|(seq, _)| *seq).max().unwrap_or(0),
-        };
-        self.checkpoint.advance(handled_up_to).await?;
+        // Up to the last message before the first failure (the events between
+        // are not this saga's), or the whole batch.
+        let handled_up_to = messages
+            .iter()
+            .map(consumer::stored_mark)
+            .filter(|(seq, _)| failed.is_none_or(|(failed, _)| seq < failed))
+            .max_by_key(|(seq, _)| *seq);
+        if let Some(mark) = handled_up_to {
+            self.checkpoint.advance(mark).await?;
+        }
         if let Some((seq, reason)) = failed {
             return Err(SagaError::with_source(
                 SagaErrorKind::Unavailable,
@@ -393,6 +406,9 @@ impl<G: Saga> consumer::Stepping for SagaRunner<G> {
 
     async fn restart(&mut self) -> Result<(), SagaError> {
         self.checkpoint.reload().await?;
+        // The stream first: the cursor (recreated under the same name) would
+        // deliver whatever the stream holds now.
+        check_stream(&self.checkpoint).await?;
         self.consumer = consumer::cursor(
             &self.shared.store,
             &self.consumer_name(),
@@ -684,6 +700,19 @@ fn absorb<G: Saga>(
     }
     if let Some(outcome) = reaction.finished {
         record.outcome = Some(outcome);
+    }
+}
+
+/// Refuses a checkpoint whose event is no longer in the stream where it was (a
+/// stream that cannot be asked is [`SagaErrorKind::Unavailable`]: ask again).
+async fn check_stream(checkpoint: &Checkpoint) -> Result<(), SagaError> {
+    let checked = checkpoint
+        .check_stream()
+        .await
+        .map_err(|e| SagaError::with_source(SagaErrorKind::Unavailable, e))?;
+    match checked {
+        None => Ok(()),
+        Some(changed) => Err(SagaError::new(SagaErrorKind::StreamChanged(changed))),
     }
 }
 

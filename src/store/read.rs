@@ -512,6 +512,12 @@ impl EventStore {
 
     /// The stream's last sequence (0 when empty): how far the whole store has come.
     pub async fn last_seq(&self) -> Result<u64, ReadError> {
+        Ok(self.stream_end().await?.0)
+    }
+
+    /// The stream's last sequence and when its message was stored (`(0, None)`
+    /// when empty): where a caught-up reader stands, and which event that is.
+    pub(crate) async fn stream_end(&self) -> Result<(u64, Option<DateTime<Utc>>), ReadError> {
         let mut stream = self
             .jetstream()
             .get_stream(&self.config().stream)
@@ -521,7 +527,22 @@ impl EventStore {
             .info()
             .await
             .map_err(|e| ReadError::with_source(ReadErrorKind::Unavailable, e))?;
-        Ok(info.state.last_sequence)
+        let last = info.state.last_timestamp;
+        let stored_at = DateTime::from_timestamp(last.unix_timestamp(), last.nanosecond());
+        Ok(match info.state.last_sequence {
+            0 => (0, None),
+            seq => (seq, stored_at),
+        })
+    }
+
+    /// When the message at `seq` was stored, if the stream has one there (read
+    /// without decoding it: a parked, unreadable event has a time too).
+    pub(crate) async fn stored_at(&self, seq: u64) -> Result<Option<DateTime<Utc>>, ReadError> {
+        let (mut messages, _) = self.direct_get(&json!({"seq": seq}), false).await?;
+        match messages.pop() {
+            Some(msg) => Ok(stored_position(&msg)?.1),
+            None => Ok(None),
+        }
     }
 
     /// The event at one stream sequence, if there is one.
