@@ -286,6 +286,25 @@ pub(crate) async fn run_until_stopped<R: Stepping>(
     }
 }
 
+/// How many times the store's connection has (re)connected. A server that came
+/// back may have come back with another stream (a power cut in `fast` mode cuts
+/// its tail, and a durable consumer that survived goes on past the lost
+/// sequences as new events reuse them): a runner checks the stream again before
+/// it applies anything fetched after the count moved.
+pub(crate) fn connects(store: &EventStore) -> u64 {
+    store
+        .client()
+        .statistics()
+        .connects
+        .load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// The error a runner steps into when the connection came back since its stream
+/// was last checked: transient, so it restarts (and checks) from its checkpoint.
+#[derive(Debug, thiserror::Error)]
+#[error("reconnected to the server: the stream is checked again before anything is applied")]
+pub(crate) struct Reconnected;
+
 /// A stream sequence and when its event was stored: which event a checkpoint is at.
 pub(crate) type StoredMark = (u64, Option<chrono::DateTime<chrono::Utc>>);
 

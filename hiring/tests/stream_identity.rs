@@ -199,3 +199,68 @@ async fn a_saga_checkpointed_past_a_recreated_stream_refuses_to_start() {
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(said.contains("the saga refuses to go on"), "{said}");
 }
+
+/// What a power cut in `fast` mode does: the server dies, the unsynced tail of
+/// the stream's block is lost, and the server comes back with the stream short
+/// of what it acknowledged. Here the block is cut in half while it is down.
+fn power_cut(server: &mut TestServer) {
+    server.stop();
+    let msgs = server.store_dir().join("jetstream/$G/streams/EVENTS/msgs");
+    let block = msgs.join("1.blk");
+    let size = std::fs::metadata(&block).unwrap().len();
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&block)
+        .unwrap();
+    file.set_len(size / 2).unwrap();
+    let _ = std::fs::remove_file(msgs.join("index.db"));
+    server.restart();
+}
+
+/// The durable consumer survives such a cut with its position, so a projection
+/// that only reconnects (no error reaches it) would be handed the new events
+/// after its old position and never the ones that reused the lost sequences.
+#[tokio::test]
+async fn a_running_projection_notices_a_power_cut_that_shortened_its_stream() {
+    let mut server = TestServer::start_with(jetsource::nats_server::Durability::Fast);
+    let store = support::open_store(&server).await;
+    support::register_people(&store, 300).await;
+    let _projection = support::start(&server.url(), &["project", "person_directory"]);
+    let applied = |store: EventStore| async move {
+        jetsource::projection::storage::applied(&store, "view_person_directory")
+            .await
+            .unwrap_or(0)
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while applied(store.clone()).await < 300 {
+        assert!(Instant::now() < deadline, "never caught up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    power_cut(&mut server);
+    let store = support::open_store(&server).await;
+    let left = store.last_seq().await.unwrap();
+    assert!(left < 300, "the cut left {left} events");
+    register_new(&store, 0..300).await;
+    assert!(
+        store.last_seq().await.unwrap() > 300,
+        "new events reuse the lost sequences"
+    );
+
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(
+        applied(store.clone()).await,
+        300,
+        "nothing applied past the cut"
+    );
+    let rows = support::view_rows(&store, "view_person_directory").await;
+    assert!(
+        !rows.keys().any(|k| k.contains("new")),
+        "nothing of the new events applied"
+    );
+    let shown = status::consumer(&store, "proj_person_directory")
+        .await
+        .unwrap()
+        .expect("listed");
+    assert!(shown.stream_changed.is_some(), "{shown:?}");
+}

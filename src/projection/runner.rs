@@ -169,6 +169,9 @@ pub struct ProjectionRunner<P: Projection> {
     failures: u32,
     /// The last step found nothing: the next one first notes the stream's end.
     idle: bool,
+    /// The connection's connect count when the stream was last checked against
+    /// the checkpoint (see [`consumer::connects`]).
+    checked_at_connect: u64,
 }
 
 impl<P: Projection> std::fmt::Debug for ProjectionRunner<P> {
@@ -231,7 +234,9 @@ impl<P: Projection> consumer::Stepping for ProjectionRunner<P> {
         self.checkpoint = storage::read_checkpoint(&self.rows).await?;
         // The stream first: the cursor (recreated under the same name) would
         // deliver whatever the stream holds now.
+        let connects = consumer::connects(&self.store);
         check_stream(&self.store, &self.checkpoint).await?;
+        self.checked_at_connect = connects;
         self.consumer = cursor(
             &self.store,
             self.projection.as_ref(),
@@ -269,6 +274,7 @@ impl<P: Projection> ProjectionRunner<P> {
         let checkpoint = storage::read_checkpoint(&rows).await?;
         // The cursor first: `status` lists consumers, and shows why this one stands.
         let consumer = cursor(&store, &projection, &config, checkpoint.value).await?;
+        let checked_at_connect = consumer::connects(&store);
         check_stream(&store, &checkpoint).await?;
         let meter = crate::telemetry::metrics::Consumer::new(&super::versions::consumer_name(
             &name,
@@ -287,6 +293,7 @@ impl<P: Projection> ProjectionRunner<P> {
             carried: Vec::new(),
             failures: 0,
             idle: true,
+            checked_at_connect,
         })
     }
 
@@ -332,6 +339,10 @@ impl<P: Projection> ProjectionRunner<P> {
             true => std::mem::take(&mut self.carried),
             false => self.fetch().await?,
         };
+        if consumer::connects(&self.store) != self.checked_at_connect {
+            // Fetched across a reconnect: unapplied, unacked; checked first.
+            return Err(js_err(consumer::Reconnected));
+        }
         self.idle = messages.is_empty();
         if messages.is_empty() {
             if let Some(end) = stream_end {

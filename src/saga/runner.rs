@@ -144,6 +144,9 @@ pub struct SagaRunner<G: Saga> {
     checkpoint: Checkpoint,
     deliveries: consumer::Deliveries,
     meter: crate::telemetry::metrics::Consumer,
+    /// The connection's connect count when the stream was last checked against
+    /// the checkpoint (see [`consumer::connects`]).
+    checked_at_connect: u64,
 }
 
 impl<G: Saga> std::fmt::Debug for SagaRunner<G> {
@@ -190,6 +193,7 @@ impl<G: Saga> SagaRunner<G> {
         let checkpoint = Checkpoint::load(&store, &name).await?;
         let consumer =
             consumer::cursor(&store, &name, saga.aggregates(), 1, checkpoint.value()).await?;
+        let checked_at_connect = consumer::connects(&store);
         check_stream(&checkpoint).await?;
         let fired = timers::consumer(&timers, &store, saga.name()).await?;
         let meter = crate::telemetry::metrics::Consumer::new(&name);
@@ -208,6 +212,7 @@ impl<G: Saga> SagaRunner<G> {
             checkpoint,
             deliveries: Default::default(),
             meter,
+            checked_at_connect,
         })
     }
 
@@ -248,6 +253,13 @@ impl<G: Saga> SagaRunner<G> {
         let mut messages = Vec::new();
         while let Some(m) = fetched.next().await {
             messages.push(m.map_err(consumer::js_err)?);
+        }
+        if consumer::connects(&shared.store) != self.checked_at_connect {
+            // Fetched across a reconnect: unhandled, unacked; checked first.
+            return Err(SagaError::with_source(
+                SagaErrorKind::Unavailable,
+                consumer::Reconnected,
+            ));
         }
         self.deliveries.check(&self.consumer_name(), &messages)?;
         self.meter.fetched(&messages);
@@ -408,7 +420,9 @@ impl<G: Saga> consumer::Stepping for SagaRunner<G> {
         self.checkpoint.reload().await?;
         // The stream first: the cursor (recreated under the same name) would
         // deliver whatever the stream holds now.
+        let connects = consumer::connects(&self.shared.store);
         check_stream(&self.checkpoint).await?;
+        self.checked_at_connect = connects;
         self.consumer = consumer::cursor(
             &self.shared.store,
             &self.consumer_name(),
